@@ -1,0 +1,643 @@
+"""TCP echo benchmark driver: trio on epoll vs trio on io_uring, side by side.
+
+Design
+------
+* Load comes from a separate process, ``bench/loadgen.c`` (C, epoll, one
+  thread), so the client is never the bottleneck for a Python server.  It is
+  built on demand into ``bench/.build/`` with ``gcc -O2 -Wall -Wextra
+  -Werror`` (the same flags as ``bench/Makefile``).
+* Every measurement is one *run*: start a fresh server process, read the
+  ``PORT <n>`` line it prints, run loadgen against it, SIGTERM the server and
+  collect its ``STATS <json>`` line.  A fresh server per run means no state
+  (caches, ring sizes, leaked tasks) carries over between backends.
+* Runs are interleaved: round 1 runs every backend once (A B ...), then
+  round 2, and so on, so slow drift of a shared, noisy machine hits every
+  backend alike.  The headline number is the median over rounds of the
+  per-round ratio backend/baseline: a ratio taken within one round cancels
+  most of the machine's drift, and the median drops outlier rounds.
+* CPU pinning (``--pin``, applied with ``os.sched_setaffinity`` in the child
+  before exec): ``split`` (default, when two or more CPUs are usable) puts the
+  server on one CPU and loadgen on another, so they do not fight over one
+  core and with many connections the server's CPU is the bottleneck.
+  ``same`` puts both on one CPU; ``none`` leaves placement to the scheduler.
+  With one connection the exchange is strictly serial and ``split`` adds two
+  cross-CPU wakeups per message, which on a VM can cost more than the server
+  itself (see bench/README.md); ``same`` shows the server's cost better there.
+  Kernel work done on the server's behalf (softirqs, io_uring workers) is not
+  pinned.  ``--server-cpu``/``--loadgen-cpu`` choose the CPUs.
+* Backends are a table (``BACKENDS``): a name, the server command, the modules
+  it needs and the peer it is naturally compared with.  A new peer (asyncio,
+  uvloop, a C reference ...) is one more entry whose server follows the same
+  PORT/SIGTERM/STATS protocol as ``bench/echo_server.py``.
+
+Usage::
+
+    python bench/echo.py --conns 1,100 --rounds 5 --seconds 3
+    python bench/echo.py --backends epoll,uring,epoll-streams,uring-streams \
+        --json results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import selectors
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+LOADGEN_SRC = BENCH_DIR / "loadgen.c"
+BUILD_DIR = BENCH_DIR / ".build"
+LOADGEN_BIN = BUILD_DIR / "loadgen"
+LOADGEN_CFLAGS = ("-O2", "-Wall", "-Wextra", "-Werror")
+
+SERVER_START_TIMEOUT_S = 20.0
+SERVER_STOP_TIMEOUT_S = 10.0
+LOADGEN_CONNECT_BOUND_S = 5.0  # loadgen's own connect deadline
+LOADGEN_SLACK_S = 15.0
+
+
+class BenchError(Exception):
+    """A run failed; the message says which and why."""
+
+
+# --------------------------------------------------------------------------
+# Backends
+
+
+@dataclasses.dataclass(frozen=True)
+class Backend:
+    name: str
+    description: str
+    # (host, port) -> argv of a server that follows the PORT/SIGTERM/STATS
+    # protocol (see bench/echo_server.py).
+    command: Callable[[str, int], list[str]]
+    # Modules the server imports; checked before any run starts.
+    requires: tuple[str, ...] = ()
+    # The backend this one is naturally compared with, if selected too.
+    peer: str | None = None
+
+
+def _trio_server(backend: str, *, streams: bool) -> Callable[[str, int], list[str]]:
+    def command(host: str, port: int) -> list[str]:
+        argv = [
+            sys.executable,
+            str(BENCH_DIR / "echo_server.py"),
+            "--backend",
+            backend,
+            "--host",
+            host,
+            "--port",
+            str(port),
+        ]
+        if streams:
+            argv.append("--streams")
+        return argv
+
+    return command
+
+
+BACKENDS: dict[str, Backend] = {
+    b.name: b
+    for b in (
+        Backend(
+            "epoll",
+            "trio raw sockets, trio.run (epoll)",
+            _trio_server("epoll", streams=False),
+            requires=("trio",),
+        ),
+        Backend(
+            "uring",
+            "trio raw sockets, trio_uring.run (io_uring)",
+            _trio_server("uring", streams=False),
+            requires=("trio", "trio_uring"),
+            peer="epoll",
+        ),
+        Backend(
+            "epoll-streams",
+            "trio.serve_tcp + SocketStream, trio.run (epoll)",
+            _trio_server("epoll", streams=True),
+            requires=("trio",),
+        ),
+        Backend(
+            "uring-streams",
+            "trio.serve_tcp + SocketStream, trio_uring.run (io_uring)",
+            _trio_server("uring", streams=True),
+            requires=("trio", "trio_uring"),
+            peer="epoll-streams",
+        ),
+    )
+}
+
+
+# --------------------------------------------------------------------------
+# Build and machine info
+
+
+def build_loadgen() -> Path:
+    """Compile loadgen.c unless the binary is newer than the source."""
+    if (
+        LOADGEN_BIN.exists()
+        and LOADGEN_BIN.stat().st_mtime >= LOADGEN_SRC.stat().st_mtime
+    ):
+        return LOADGEN_BIN
+    BUILD_DIR.mkdir(exist_ok=True)
+    tmp = BUILD_DIR / f"loadgen.tmp{os.getpid()}"
+    cc = os.environ.get("CC", "gcc")
+    argv = [cc, *LOADGEN_CFLAGS, "-o", str(tmp), str(LOADGEN_SRC), "-lm"]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        raise BenchError(f"building loadgen failed: {' '.join(argv)}\n{proc.stderr}")
+    tmp.replace(LOADGEN_BIN)
+    return LOADGEN_BIN
+
+
+def _first_line(argv: Sequence[str]) -> str:
+    try:
+        out = subprocess.run(
+            argv, capture_output=True, text=True, check=False, timeout=10
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.splitlines()[0].strip() if out.strip() else "unknown"
+
+
+def _dist_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def machine_info() -> dict[str, Any]:
+    cpu_model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    git = _first_line(["git", "-C", str(BENCH_DIR), "describe", "--always", "--dirty"])
+    return {
+        "kernel": platform.release(),
+        "cpu_model": cpu_model,
+        "nproc": os.cpu_count(),
+        "usable_cpus": sorted(os.sched_getaffinity(0)),
+        "python": platform.python_version(),
+        "python_impl": platform.python_implementation(),
+        "trio": _dist_version("trio"),
+        "trio_uring": _dist_version("trio-uring"),
+        "compiler": _first_line([os.environ.get("CC", "gcc"), "--version"]),
+        "git_commit": git,
+    }
+
+
+# --------------------------------------------------------------------------
+# One run
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    host: str
+    msg_size: int
+    seconds: float
+    warmup: float
+    server_cpus: frozenset[int] | None
+    loadgen_cpus: frozenset[int] | None
+
+
+def _pinned(cpus: frozenset[int] | None) -> Callable[[], None] | None:
+    if cpus is None:
+        return None
+
+    def pin() -> None:  # runs in the child between fork and exec
+        os.sched_setaffinity(0, cpus)
+
+    return pin
+
+
+def _tail(path: Path, limit: int = 3000) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return text[-limit:]
+
+
+def _read_port(proc: subprocess.Popen[str], stderr_path: Path) -> int:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BenchError(
+                    f"server printed no PORT line within {SERVER_START_TIMEOUT_S} s"
+                    f"\n--- server stderr ---\n{_tail(stderr_path)}"
+                )
+            if not sel.select(timeout=left):
+                continue
+            # The server writes and flushes the whole line at once.
+            line = proc.stdout.readline()
+            if not line:
+                proc.wait(timeout=5)
+                raise BenchError(
+                    f"server exited (code {proc.returncode}) before printing PORT"
+                    f"\n--- server stderr ---\n{_tail(stderr_path)}"
+                )
+            if line.startswith("PORT "):
+                return int(line.split()[1])
+
+
+def _stop_server(proc: subprocess.Popen[str]) -> tuple[int, dict[str, Any] | None]:
+    """SIGTERM the server; return its exit code and its STATS, if any."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        out, _ = proc.communicate(timeout=SERVER_STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    stats: dict[str, Any] | None = None
+    for line in (out or "").splitlines():
+        if line.startswith("STATS "):
+            try:
+                stats = json.loads(line[len("STATS ") :])
+            except json.JSONDecodeError:
+                stats = {"unparsed": line}
+    return proc.returncode, stats
+
+
+def run_once(
+    backend: Backend, conns: int, loadgen: Path, s: Settings, log_dir: Path
+) -> dict[str, Any]:
+    stderr_path = log_dir / f"server-{backend.name}-{conns}-{time.monotonic_ns()}.err"
+    with stderr_path.open("w") as stderr_file:
+        proc = subprocess.Popen(
+            backend.command(s.host, 0),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=stderr_file,
+            text=True,
+            preexec_fn=_pinned(s.server_cpus),  # the driver is single-threaded
+        )
+    try:
+        port = _read_port(proc, stderr_path)
+        argv = [
+            str(loadgen),
+            s.host,
+            str(port),
+            str(conns),
+            str(s.msg_size),
+            f"{s.seconds:g}",
+            f"{s.warmup:g}",
+        ]
+        timeout = LOADGEN_CONNECT_BOUND_S + s.warmup + s.seconds + LOADGEN_SLACK_S
+        try:
+            lg = subprocess.run(
+                argv,
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=timeout,
+                preexec_fn=_pinned(s.loadgen_cpus),
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise BenchError(f"loadgen did not finish within {timeout:.0f} s") from exc
+        if lg.returncode != 0:
+            raise BenchError(
+                f"loadgen failed (exit {lg.returncode}): {' '.join(argv)}\n"
+                f"{lg.stderr.strip()}\n"
+                f"--- server ({backend.name}) stderr ---\n{_tail(stderr_path)}"
+            )
+        try:
+            result: dict[str, Any] = json.loads(lg.stdout)
+        except json.JSONDecodeError as exc:
+            raise BenchError(f"loadgen printed no JSON: {lg.stdout!r}") from exc
+    finally:
+        code, stats = _stop_server(proc)
+    if code != 0:
+        print(
+            f"warning: {backend.name} server exited with code {code} on SIGTERM"
+            f"\n{_tail(stderr_path)}",
+            file=sys.stderr,
+        )
+    result["server_exit"] = code
+    result["server_stats"] = stats
+    # Per-message costs from the server's IO statistics (warmup included).
+    total = result.get("total_messages") or 0
+    submitted = (stats or {}).get("submitted")
+    if isinstance(submitted, dict) and total:
+        total_ops = sum(v for v in submitted.values() if isinstance(v, int))
+        result["ops_per_msg"] = total_ops / total
+    enters = (stats or {}).get("enters")
+    if isinstance(enters, int) and total:
+        result["enters_per_msg"] = enters / total
+    stderr_path.unlink(missing_ok=True)
+    return result
+
+
+# --------------------------------------------------------------------------
+# Summary
+
+
+def _median(xs: Sequence[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def comparisons(names: Sequence[str], baseline: str) -> list[tuple[str, str]]:
+    """(backend, reference) pairs to report a ratio for."""
+    pairs: list[tuple[str, str]] = []
+    for name in names:
+        peer = BACKENDS[name].peer
+        for ref in (peer, baseline):
+            if ref and ref != name and ref in names and (name, ref) not in pairs:
+                pairs.append((name, ref))
+    return pairs
+
+
+def summarize(
+    runs: list[dict[str, Any]], names: Sequence[str], baseline: str
+) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for conns in sorted({r["conns"] for r in runs}):
+        rows = [r for r in runs if r["conns"] == conns]
+        by_round: dict[int, dict[str, float]] = {}
+        for r in rows:
+            by_round.setdefault(r["round"], {})[r["backend"]] = r["msgs_per_s"]
+        backends: dict[str, Any] = {}
+        for name in names:
+            mine = [r for r in rows if r["backend"] == name]
+            rates = [r["msgs_per_s"] for r in mine]
+            ops = [r["ops_per_msg"] for r in mine if "ops_per_msg" in r]
+            backends[name] = {
+                "msgs_per_s": rates,
+                "median_msgs_per_s": _median(rates),
+                "min_msgs_per_s": min(rates, default=float("nan")),
+                "max_msgs_per_s": max(rates, default=float("nan")),
+                "median_p50_us": _median([r["p50_us"] for r in mine]),
+                "median_p99_us": _median([r["p99_us"] for r in mine]),
+                "median_ops_per_msg": _median(ops) if ops else None,
+            }
+        ratios: list[dict[str, Any]] = []
+        for name, ref in comparisons(names, baseline):
+            per_round = [
+                v[name] / v[ref]
+                for v in by_round.values()
+                if name in v and ref in v and v[ref] > 0
+            ]
+            ratios.append(
+                {
+                    "backend": name,
+                    "reference": ref,
+                    "per_round": per_round,
+                    "median": _median(per_round),
+                    "min": min(per_round, default=float("nan")),
+                    "max": max(per_round, default=float("nan")),
+                }
+            )
+        out.append({"conns": conns, "backends": backends, "ratios": ratios})
+    return out
+
+
+def markdown(
+    summary: list[dict[str, Any]], machine: dict[str, Any], settings: dict[str, Any]
+) -> str:
+    lines = [
+        "## Echo benchmark",
+        "",
+        f"- machine: kernel {machine['kernel']}, {machine['cpu_model']}, "
+        f"nproc {machine['nproc']}, Python {machine['python']}, "
+        f"trio {machine['trio']}, trio-uring {machine['trio_uring']}",
+        f"- settings: {settings['rounds']} rounds x {settings['seconds']:g} s "
+        f"(+{settings['warmup']:g} s warmup), {settings['msg_size']} B messages, "
+        f"one in flight per connection; {settings['pinning']}",
+        f"- load average (1 min) before/after: "
+        f"{machine['loadavg_start'][0]:.2f} / {machine['loadavg_end'][0]:.2f} "
+        f"(includes this benchmark; a high value before means other work ran)",
+        f"- command: `{settings['command']}`",
+        "",
+        "| conns | backend | msgs/s (median) | min | max | us/msg | "
+        "p50 us | p99 us | ops/msg |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for block in summary:
+        for name, b in block["backends"].items():
+            med = b["median_msgs_per_s"]
+            ops = b["median_ops_per_msg"]
+            lines.append(
+                f"| {block['conns']} | {name} | {med:,.0f} | "
+                f"{b['min_msgs_per_s']:,.0f} | {b['max_msgs_per_s']:,.0f} | "
+                f"{1e6 / med if med > 0 else float('nan'):.1f} | "
+                f"{b['median_p50_us']:.1f} | {b['median_p99_us']:.1f} | "
+                f"{'-' if ops is None else f'{ops:.2f}'} |"
+            )
+    if any(block["ratios"] for block in summary):
+        lines += [
+            "",
+            "| conns | ratio | median of per-round ratios | min | max |",
+            "|---:|---|---:|---:|---:|",
+        ]
+        for block in summary:
+            for r in block["ratios"]:
+                lines.append(
+                    f"| {block['conns']} | {r['backend']} / {r['reference']} | "
+                    f"{r['median']:.3f} | {r['min']:.3f} | {r['max']:.3f} |"
+                )
+    lines += [
+        "",
+        "us/msg = 1e6 / median msgs/s: with many connections the server's CPU is",
+        "the bottleneck, so this is roughly the server's cost per echoed message.",
+        "ops/msg = io_uring submissions per message (server STATS, incl. warmup).",
+    ]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------
+# CLI
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a list of integers: {text!r}") from exc
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"need positive integers: {text!r}")
+    return values
+
+
+def _backend_list(text: str) -> list[str]:
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    unknown = [n for n in names if n not in BACKENDS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown backend(s) {unknown}; known: {', '.join(BACKENDS)}"
+        )
+    if len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"duplicate backend in {text!r}")
+    return names
+
+
+def _cpu_plan(
+    args: argparse.Namespace,
+) -> tuple[frozenset[int] | None, frozenset[int] | None]:
+    if args.pin == "none":
+        return None, None
+    usable = sorted(os.sched_getaffinity(0))
+    if args.pin == "same":
+        cpu = args.server_cpu if args.server_cpu is not None else usable[0]
+        return frozenset({cpu}), frozenset({cpu})
+    if args.server_cpu is not None or args.loadgen_cpu is not None:
+        server = args.server_cpu if args.server_cpu is not None else usable[0]
+        loadgen = args.loadgen_cpu if args.loadgen_cpu is not None else usable[-1]
+        return frozenset({server}), frozenset({loadgen})
+    if len(usable) < 2:
+        return None, None
+    return frozenset({usable[0]}), frozenset({usable[1]})
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="TCP echo benchmark: trio on epoll vs io_uring",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--backends",
+        type=_backend_list,
+        default=["epoll", "uring"],
+        help=f"comma-separated, run in this order each round; known: "
+        f"{', '.join(BACKENDS)}",
+    )
+    parser.add_argument(
+        "--baseline", help="backend every other one is compared with (default: first)"
+    )
+    parser.add_argument("--conns", type=_int_list, default=[1, 100])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=3.0, help="per run")
+    parser.add_argument("--warmup", type=float, default=1.0, help="per run")
+    parser.add_argument("--msg-size", type=int, default=64, help="bytes")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument(
+        "--pin",
+        choices=("split", "same", "none"),
+        default="split",
+        help="server and loadgen on different CPUs, on one CPU, or unpinned",
+    )
+    parser.add_argument("--server-cpu", type=int)
+    parser.add_argument("--loadgen-cpu", type=int)
+    parser.add_argument("--json", type=Path, help="also write all data here")
+    args = parser.parse_args(argv)
+
+    names: list[str] = args.backends
+    baseline: str = args.baseline or names[0]
+    if baseline not in names:
+        parser.error(f"--baseline {baseline} is not among --backends")
+    if args.rounds < 1 or args.seconds <= 0 or args.warmup < 0 or args.msg_size < 1:
+        parser.error(
+            "need --rounds >= 1, --seconds > 0, --warmup >= 0, --msg-size >= 1"
+        )
+    missing = sorted(
+        {
+            f"{name} needs {mod}"
+            for name in names
+            for mod in BACKENDS[name].requires
+            if importlib.util.find_spec(mod) is None
+        }
+    )
+    if missing:
+        print(f"error: not importable: {'; '.join(missing)}", file=sys.stderr)
+        return 1
+
+    server_cpus, loadgen_cpus = _cpu_plan(args)
+    pinning = (
+        f"server pinned to CPU {sorted(server_cpus)}, loadgen to {sorted(loadgen_cpus)}"
+        if server_cpus is not None and loadgen_cpus is not None
+        else "no CPU pinning"
+    )
+    settings = Settings(
+        host=args.host,
+        msg_size=args.msg_size,
+        seconds=args.seconds,
+        warmup=args.warmup,
+        server_cpus=server_cpus,
+        loadgen_cpus=loadgen_cpus,
+    )
+
+    try:
+        loadgen = build_loadgen()
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    machine = machine_info()
+    machine["loadavg_start"] = list(os.getloadavg())
+    runs: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="trio-uring-bench-") as tmp:
+        try:
+            for conns in args.conns:
+                for rnd in range(1, args.rounds + 1):
+                    for name in names:
+                        r = run_once(
+                            BACKENDS[name], conns, loadgen, settings, Path(tmp)
+                        )
+                        r.update(backend=name, round=rnd)
+                        runs.append(r)
+                        print(
+                            f"conns={conns} round {rnd}/{args.rounds} {name:>14}: "
+                            f"{r['msgs_per_s']:>10,.0f} msgs/s  "
+                            f"p50 {r['p50_us']:.1f} us  p99 {r['p99_us']:.1f} us",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+        except BenchError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+
+    machine["loadavg_end"] = list(os.getloadavg())
+    summary = summarize(runs, names, baseline)
+    settings_info = {
+        "backends": names,
+        "baseline": baseline,
+        "conns": args.conns,
+        "rounds": args.rounds,
+        "seconds": args.seconds,
+        "warmup": args.warmup,
+        "msg_size": args.msg_size,
+        "host": args.host,
+        "pinning": pinning,
+        "command": " ".join(["python", sys.argv[0], *(argv or sys.argv[1:])]),
+    }
+    print(markdown(summary, machine, settings_info))
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "machine": machine,
+                    "settings": settings_info,
+                    "summary": summary,
+                    "runs": runs,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,465 @@
+"""UringIOManager: trio's IO-manager contract on io_uring.
+
+trio keeps all of its blocking I/O in one object, ``runner.io_manager``
+(``trio/_core/_io_epoll.py`` is the Linux default).  The run loop calls
+``get_events(timeout)`` to block until something happens, then
+``process_events(events)`` to wake the tasks that were waiting; tasks block
+through ``wait_readable``/``wait_writable``; ``notify_closing`` wakes them
+when their fd is about to be closed; ``force_wakeup`` makes a blocked
+``get_events`` return from any thread or signal handler.
+
+How we map that onto io_uring:
+
+* Every kernel operation is an :class:`~trio_uring._ops.Op` in ``self._ops``,
+  keyed by a ``user_data`` that is never reused (a 64-bit counter), so a late
+  CQE can never be mistaken for a newer operation.  An op leaves the table
+  only on its final CQE (no ``IORING_CQE_F_MORE``), which is also when the
+  buffers it references are released.
+
+* ``wait_readable``/``wait_writable`` submit a one-shot ``POLL_ADD`` per
+  waiter.  io_uring always reports POLLERR/POLLHUP, so a reader or writer is
+  woken by exactly the events that wake it under epoll.  Cancelling a wait is
+  instant (``Abort.SUCCEEDED``; readiness has no side effect): a poll still in
+  our SQ is turned into a NOP before the kernel ever sees it, one already in
+  the kernel gets an ``ASYNC_CANCEL`` and its CQE is dropped on arrival.
+
+* Bad fds raise what epoll raises.  The first wait on an fd number checks it
+  with a private epoll instance (register + unregister), so a negative fd
+  gives ValueError, a closed one EBADF and a regular file EPERM, exactly as
+  under epoll.  The result is cached until ``notify_closing`` (or an EBADF
+  from the kernel) forgets it, so a busy socket pays for the check once.
+
+* ``get_events`` is one ``io_uring_enter``: it submits everything queued and
+  waits with an EXT_ARG timeout.  EINTR returns to Python so that signal
+  handlers run (that is how Ctrl-C reaches trio), then waits again for what
+  is left of the timeout, like PEP 475.  ``process_events`` harvests CQEs in
+  batches (arrays filled by C) and wakes tasks.
+
+* ``force_wakeup`` writes an eventfd that has an ``IORING_OP_READ`` pending in
+  the ring; the read's CQE ends the wait and the read is re-armed.  Writing an
+  eventfd is thread- and signal-safe.
+
+* ``notify_closing(fd)`` wakes that fd's waiters with ClosedResourceError
+  and cancels their kernel ops by ``user_data`` (cancelling by fd would miss
+  them once the fd is closed, and the ring's own file reference would keep a
+  socket open).
+
+* ``close()`` cancels every op still in the kernel and waits for all their
+  CQEs before the ring is unmapped, so the kernel never writes into memory
+  we no longer own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import errno as _errno
+import os
+import select
+import time
+from typing import Any, Protocol
+
+import attrs
+import outcome
+import trio
+from trio.lowlevel import Abort, Task, current_task, reschedule, wait_task_rescheduled
+
+from . import _install, _ring
+from ._ops import Op
+from ._ring import Ring
+from ._ring_ffi import ffi
+
+
+class _HasFileNo(Protocol):
+    def fileno(self) -> int: ...
+
+
+FdLike = int | _HasFileNo
+
+_WAKE_NS_LIMIT = 86400 * 10**9
+_CLOSE_DRAIN_SECONDS = 10.0
+_LEAKED: list[object] = []
+# Events that wake a waiter, as under epoll: the requested direction, or an
+# error/hang-up (which wakes both directions).
+_POLL_ERR_HUP = 0x008 | 0x010  # POLLERR | POLLHUP
+_POLL_WAKES_READER = _ring.POLLIN | _POLL_ERR_HUP
+_POLL_WAKES_WRITER = _ring.POLLOUT | _POLL_ERR_HUP
+
+
+@attrs.frozen
+class UringStatistics:
+    """``trio.lowlevel.current_statistics().io_statistics`` under io_uring."""
+
+    tasks_waiting_read: int
+    tasks_waiting_write: int
+    #: kernel operations submitted (or queued) whose final CQE has not come yet
+    ops_in_flight: int
+    #: SQEs handed to the kernel in this run, by opcode name
+    submitted: dict[str, int]
+    #: io_uring_enter calls made in this run
+    enters: int
+    setup_flags: tuple[str, ...]
+    sq_entries: int
+    cq_entries: int
+    backend: str = attrs.field(init=False, default="io_uring")
+
+
+@attrs.define(slots=True, eq=False)
+class _FdWaiters:
+    read: Op | None = None
+    write: Op | None = None
+
+
+class UringIOManager:
+    """trio's IO manager on io_uring.  Built by trio's ``setup_runner``.
+
+    Constructed with no arguments (as trio does), it serves the thread's
+    ``trio_uring.run``/``start_guest_run`` request or a global ``install()``;
+    when neither applies (a plain ``trio.run`` in another thread while this
+    class is briefly hooked in), it hands back trio's stock epoll manager.
+    ``guest`` says whether ``get_events`` may run in another thread (trio's
+    guest mode); None means: work it out.
+    """
+
+    _claimed: str | None
+
+    def __new__(cls, *, guest: bool | None = None) -> Any:
+        claimed = _install.claim() if guest is None else "explicit"
+        if claimed is None:
+            return _install.ORIGINAL()
+        self = super().__new__(cls)
+        self._claimed = claimed
+        return self
+
+    def __init__(self, *, guest: bool | None = None) -> None:
+        if guest is None:
+            guest = self._claimed == "guest" or _install.called_from_start_guest_run()
+        self._ring = Ring(guest=guest)
+        self._ops: dict[int, Op] = {}
+        self._next_ud = 2  # 0: CQEs we ignore (cancel requests); 1: spare
+        self._waiters: dict[int, _FdWaiters] = {}
+        self._checked_fds: set[int] = set()
+        # A private epoll instance: checks fds the way epoll would, and hosts
+        # the rare waiter io_uring's poll cannot express (see _assist).
+        self._epoll: select.epoll | None = select.epoll()
+        self._assisted: dict[int, Op] = {}
+        self._assist_op: Op | None = None
+        self._closed = False
+        self._guest = guest
+        self._wake_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self._wake_buf = ffi.new("uint64_t *")
+        self._wake_addr = int(ffi.cast("uintptr_t", self._wake_buf))
+        self._arm_wakeup()
+
+    # ------------------------------------------------------------------ ops
+    def _new_op(self, opcode: int, fd: int, task: Task | None) -> Op:
+        ud = self._next_ud
+        self._next_ud = ud + 1
+        op = Op(ud, opcode, fd, task)
+        self._ops[ud] = op
+        return op
+
+    def _cancel_in_kernel(self, op: Op) -> None:
+        """Make sure ``op`` stops: un-queue it, or ask the kernel to cancel it."""
+        if self._assisted.get(op.fd) is op:
+            self._unassist(op.fd)
+        if op.ud not in self._ops:
+            return  # no kernel operation left for it
+        if op.position >= 0 and self._ring.unprep(op.position, op.ud):
+            op.position = -1
+            return
+        op.position = -1
+        if not op.cancel_sent:
+            op.cancel_sent = True
+            self._ring.prep(_ring.OP_ASYNC_CANCEL, -1, addr=op.ud, user_data=0)
+
+    # --------------------------------------------------------------- wakeup
+    def _arm_wakeup(self) -> None:
+        op = self._new_op(_ring.OP_READ, self._wake_fd, None)
+        op.callback = self._wakeup_done
+        op.position = self._ring.prep(
+            _ring.OP_READ,
+            self._wake_fd,
+            addr=self._wake_addr,
+            length=8,
+            user_data=op.ud,
+        )
+        self._wake_op = op
+
+    def _wakeup_done(self, op: Op, res: int, flags: int) -> None:
+        if not self._closed:
+            self._arm_wakeup()
+
+    def force_wakeup(self) -> None:
+        if self._closed:
+            return
+        with contextlib.suppress(BlockingIOError):
+            os.eventfd_write(self._wake_fd, 1)
+
+    # ----------------------------------------------------------- event loop
+    def get_events(self, timeout: float) -> int:
+        ring = self._ring
+        ready = ring.cq_ready()
+        if ready or timeout <= 0:
+            if ring.sq_pending() or not ready:
+                self._enter_nowait()
+            return ring.cq_ready()
+        deadline = time.monotonic() + timeout
+        ns = min(int(timeout * 1e9), _WAKE_NS_LIMIT)
+        while True:
+            ret = ring.enter(1, ns)
+            ready = ring.cq_ready()
+            if ready:
+                return ready
+            if ret in (-_errno.EBUSY, -_errno.EAGAIN):
+                # The kernel wants completions reaped before it takes more
+                # submissions; process_events will do that.
+                return 1
+            if ret < 0 and ret not in (-_errno.ETIME, -_errno.EINTR):
+                raise OSError(-ret, os.strerror(-ret))
+            # EINTR (a signal: its Python handler runs right here, between
+            # bytecodes), ETIME, or a wake-up that posted nothing.
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return 0
+            ns = int(remaining * 1e9)
+
+    def _enter_nowait(self) -> None:
+        ret = self._ring.enter(0, 0)
+        if ret < 0 and ret not in (-_errno.EINTR, -_errno.EBUSY, -_errno.EAGAIN):
+            raise OSError(-ret, os.strerror(-ret))
+
+    def process_events(self, events: int) -> None:
+        ring = self._ring
+        ops = self._ops
+        while True:
+            uds, results, flags = ring.harvest()
+            if not uds:
+                return
+            for ud, res, fl in zip(uds, results, flags, strict=True):
+                op = ops.get(ud) if fl & _ring.CQE_F_MORE else ops.pop(ud, None)
+                if op is not None:
+                    op.callback(op, res, fl)
+            if len(uds) < _ring.HARVEST_BATCH:
+                return
+
+    # -------------------------------------------------------- readiness API
+    def _check_fd(self, fd: int) -> None:
+        # Raise exactly what epoll would for this fd (ValueError for negative
+        # fds, EBADF for closed ones, EPERM for regular files...).
+        ep = self._private_epoll()
+        if fd in self._assisted:
+            return
+        ep.register(fd, 0)
+        ep.unregister(fd)
+        self._checked_fds.add(fd)
+
+    async def _wait_poll(self, fd: FdLike, reading: bool) -> None:
+        if not isinstance(fd, int):
+            fd = fd.fileno()
+        waiters = self._waiters.get(fd)
+        if waiters is None:
+            if fd not in self._checked_fds:
+                self._check_fd(fd)
+            waiters = self._waiters[fd] = _FdWaiters()
+        if (waiters.read if reading else waiters.write) is not None:
+            raise trio.BusyResourceError(
+                "another task is already reading / writing this fd"
+            )
+        op = self._new_op(_ring.OP_POLL_ADD, fd, current_task())
+        op.callback = self._poll_done
+        op.reading = reading
+        self._prep_poll(op)
+        if reading:
+            waiters.read = op
+        else:
+            waiters.write = op
+
+        def abort(_: Any) -> Abort:
+            self._detach(op)
+            self._cancel_in_kernel(op)
+            return Abort.SUCCEEDED
+
+        await wait_task_rescheduled(abort)
+
+    def _detach(self, op: Op) -> None:
+        """Forget ``op`` as its fd's waiter; it no longer wakes anybody."""
+        op.task = None
+        waiters = self._waiters.get(op.fd)
+        if waiters is None:
+            return
+        if waiters.read is op:
+            waiters.read = None
+        elif waiters.write is op:
+            waiters.write = None
+        if waiters.read is None and waiters.write is None:
+            del self._waiters[op.fd]
+
+    def _prep_poll(self, op: Op) -> None:
+        op.position = self._ring.prep(
+            _ring.OP_POLL_ADD,
+            op.fd,
+            op_flags=_ring.POLLIN if op.reading else _ring.POLLOUT,
+            user_data=op.ud,
+        )
+
+    def _private_epoll(self) -> select.epoll:
+        if self._epoll is None:
+            self._epoll = select.epoll()
+        return self._epoll
+
+    def _assist(self, op: Op) -> None:
+        ep = self._private_epoll()
+        mask = (select.EPOLLIN if op.reading else select.EPOLLOUT) | select.EPOLLONESHOT
+        try:
+            ep.register(op.fd, mask)
+        except FileExistsError:
+            ep.modify(op.fd, mask)
+        self._assisted[op.fd] = op
+        if self._assist_op is None:
+            self._arm_assist(ep.fileno())
+
+    def _arm_assist(self, epfd: int) -> None:
+        # One POLL_ADD on the private epoll fd stands for all assisted waiters.
+        aop = self._assist_op = self._new_op(_ring.OP_POLL_ADD, epfd, None)
+        aop.callback = self._assist_done
+        aop.position = self._ring.prep(
+            _ring.OP_POLL_ADD, epfd, op_flags=_ring.POLLIN, user_data=aop.ud
+        )
+
+    def _unassist(self, fd: int) -> None:
+        del self._assisted[fd]
+        if self._epoll is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self._epoll.unregister(fd)
+
+    def _assist_done(self, aop: Op, res: int, flags: int) -> None:
+        self._assist_op = None
+        if self._epoll is None or self._closed:
+            return
+        for fd, _ in self._epoll.poll(0):
+            op = self._assisted.get(fd)
+            if op is None:
+                continue
+            self._unassist(fd)
+            task = op.task
+            if task is not None:
+                self._detach(op)
+                reschedule(task)
+        if self._assisted:
+            self._arm_assist(self._epoll.fileno())
+
+    def _poll_done(self, op: Op, res: int, flags: int) -> None:
+        task = op.task
+        if task is None:  # cancelled or woken by notify_closing already
+            return
+        if res >= 0:
+            if not res & (_POLL_WAKES_READER if op.reading else _POLL_WAKES_WRITER):
+                # Only POLLRDHUP: io_uring always reports it, epoll would not
+                # wake this waiter for it.  Re-arming would report it again at
+                # once (a busy loop while the peer has half-closed), so this
+                # waiter waits in our private epoll instead.
+                self._assist(op)
+                return
+            self._detach(op)
+            reschedule(task)
+            return
+        self._detach(op)
+        if res == -_errno.EBADF:
+            self._checked_fds.discard(op.fd)
+        reschedule(task, outcome.Error(OSError(-res, os.strerror(-res))))
+
+    async def wait_readable(self, fd: FdLike) -> None:
+        """Block until the kernel reports that ``fd`` is readable.
+
+        Same contract as :func:`trio.lowlevel.wait_readable`.
+        """
+        await self._wait_poll(fd, True)
+
+    async def wait_writable(self, fd: FdLike) -> None:
+        """Block until the kernel reports that ``fd`` is writable.
+
+        Same contract as :func:`trio.lowlevel.wait_writable`.
+        """
+        await self._wait_poll(fd, False)
+
+    def notify_closing(self, fd: FdLike) -> None:
+        """Wake ``fd``'s waiters with ClosedResourceError; cancel their kernel ops."""
+        if not isinstance(fd, int):
+            fd = fd.fileno()
+        self._checked_fds.discard(fd)
+        waiters = self._waiters.pop(fd, None)
+        if waiters is None:
+            return
+        exc = trio.ClosedResourceError("another task closed this fd")
+        try:
+            me: Task | None = current_task()
+        except RuntimeError:
+            me = None
+        raise_at_end = False
+        for op in (waiters.read, waiters.write):
+            if op is None:
+                continue
+            task = op.task
+            op.task = None
+            self._cancel_in_kernel(op)
+            if task is me:
+                raise_at_end = True
+            elif task is not None:
+                reschedule(task, outcome.Error(copy.copy(exc)))
+        if raise_at_end:
+            raise exc
+
+    # ------------------------------------------------------------ lifecycle
+    def statistics(self) -> UringStatistics:
+        reading = writing = 0
+        for w in self._waiters.values():
+            reading += w.read is not None
+            writing += w.write is not None
+        ring = self._ring
+        return UringStatistics(
+            tasks_waiting_read=reading,
+            tasks_waiting_write=writing,
+            ops_in_flight=len(self._ops) - (self._wake_op.ud in self._ops),
+            submitted=ring.submitted_counts(),
+            enters=ring.enters,
+            setup_flags=tuple(ring.setup_flag_names),
+            sq_entries=ring.sq_entries,
+            cq_entries=ring.cq_entries,
+        )
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        ring = self._ring
+        try:
+            for op in list(self._ops.values()):
+                op.task = None
+                self._cancel_in_kernel(op)
+            deadline = time.monotonic() + _CLOSE_DRAIN_SECONDS
+            while self._ops:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                ring.enter(1, int(min(remaining, 0.1) * 1e9))
+                while True:
+                    uds, _, flags = ring.harvest()
+                    if not uds:
+                        break
+                    for ud, fl in zip(uds, flags, strict=True):
+                        if not fl & _ring.CQE_F_MORE:
+                            self._ops.pop(ud, None)
+        finally:
+            if self._ops:
+                # The kernel did not confirm every cancellation in time: keep
+                # the memory those ops may still touch alive for good rather
+                # than risk the kernel writing into freed memory.
+                _LEAKED.append((self._wake_buf, list(self._ops.values())))
+            ring.close()
+            os.close(self._wake_fd)
+            if self._epoll is not None:
+                self._epoll.close()
+            self._assisted.clear()
+            self._waiters.clear()
+            self._ops.clear()

@@ -1,0 +1,57 @@
+"""One kernel operation's lifecycle.
+
+Every SQE we submit is described by one :class:`Op`, kept in the manager's
+op table under its ``user_data`` (``ud``) until its final CQE::
+
+    QUEUED --io_uring_enter--> IN_FLIGHT --final CQE--> DONE
+
+* ``position`` is the op's place in the SQ while it is QUEUED (``>= 0``); the
+  manager sets it to -1 once the op can no longer be un-queued.  Cancelling a
+  QUEUED op turns its SQE into a NOP, so it never reaches the kernel.
+* ``keep`` holds every object whose memory the kernel may touch (buffers,
+  paths, sockaddrs, timespecs).  It is dropped only with the op, at its final
+  CQE, whatever happened to the task that started it.
+* ``callback(op, res, flags)`` runs for each CQE of the op; ``task`` is the
+  task to wake, or None once nobody waits (cancelled, or woken already).
+* ``cancel_sent`` records that an ASYNC_CANCEL for this op went out, so we
+  never send two.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from trio.lowlevel import Task
+
+
+def _no_callback(op: Op, res: int, flags: int) -> None:
+    return None
+
+
+class Op:
+    __slots__ = (
+        "callback",
+        "cancel_sent",
+        "fd",
+        "keep",
+        "opcode",
+        "position",
+        "reading",
+        "task",
+        "ud",
+    )
+
+    def __init__(self, ud: int, opcode: int, fd: int, task: Task | None) -> None:
+        self.ud = ud
+        self.opcode = opcode
+        self.fd = fd
+        self.task = task
+        self.position = -1
+        self.cancel_sent = False
+        self.reading = False
+        self.keep: Any = None
+        self.callback: Callable[[Op, int, int], None] = _no_callback
+
+    def __repr__(self) -> str:
+        return f"<Op ud={self.ud} opcode={self.opcode} fd={self.fd} task={self.task!r}>"
