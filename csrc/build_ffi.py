@@ -31,6 +31,10 @@ int tu_probe(struct tu_ring *r, unsigned char *out, int n);
 int tu_prep(struct tu_ring *r, uint8_t opcode, uint8_t sqe_flags, int32_t fd,
             uint64_t addr, uint32_t len, uint64_t off, uint32_t op_flags,
             uint64_t user_data, uint16_t buf_index, uint32_t file_index);
+int tu_prep_poll(struct tu_ring *r, int32_t fd, uint32_t mask,
+                 uint64_t user_data);
+int tu_wait(struct tu_ring *r, int64_t timeout_ns, int64_t *out,
+            unsigned max);
 int tu_prep_timeout(struct tu_ring *r, uint8_t opcode, uint8_t sqe_flags,
                     int64_t ns, uint32_t count, uint32_t timeout_flags,
                     uint64_t user_data);
@@ -39,8 +43,7 @@ unsigned tu_sq_pending(struct tu_ring *r);
 int tu_enter(struct tu_ring *r, unsigned min_complete, int64_t timeout_ns);
 unsigned tu_cq_ready(struct tu_ring *r);
 int tu_cq_overflowed(struct tu_ring *r);
-int tu_harvest(struct tu_ring *r, uint64_t *user_data, int32_t *res,
-               uint32_t *flags, unsigned max);
+int tu_harvest(struct tu_ring *r, int64_t *out, unsigned max);
 """
 
 ffibuilder = FFI()

@@ -208,6 +208,20 @@ int tu_prep(struct tu_ring *r, uint8_t opcode, uint8_t sqe_flags, int32_t fd,
     return position;
 }
 
+int tu_prep_poll(struct tu_ring *r, int32_t fd, uint32_t mask,
+                 uint64_t user_data) {
+    int position;
+    struct io_uring_sqe *sqe = next_sqe(r, &position);
+    if (!sqe)
+        return -EBUSY;
+    sqe->opcode = IORING_OP_POLL_ADD;
+    sqe->fd = fd;
+    sqe->poll32_events = mask;
+    sqe->user_data = user_data;
+    publish(r, IORING_OP_POLL_ADD);
+    return position;
+}
+
 int tu_prep_timeout(struct tu_ring *r, uint8_t opcode, uint8_t sqe_flags,
                     int64_t ns, uint32_t count, uint32_t timeout_flags,
                     uint64_t user_data) {
@@ -282,6 +296,38 @@ int tu_enter(struct tu_ring *r, unsigned min_complete, int64_t timeout_ns) {
     return sys_enter(r->fd, to_submit, min_complete, flags, argp, argsz);
 }
 
+int tu_wait(struct tu_ring *r, int64_t timeout_ns, int64_t *out,
+            unsigned max) {
+    unsigned ready = tu_cq_ready(r);
+    if (ready || timeout_ns == 0) {
+        unsigned kflags = LOAD_ACQ(r->sq_kflags);
+        /* Nothing to submit, nothing posted, and (when the ring has
+         * TASKRUN_FLAG) no deferred completion work pending: then entering
+         * the kernel cannot produce anything, so skip the syscall. */
+        if (!ready && !tu_sq_pending(r) &&
+            (r->setup_flags & IORING_SETUP_TASKRUN_FLAG) &&
+            !(kflags & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)))
+            return 0;
+        if (!ready || tu_sq_pending(r)) {
+            int ret = tu_enter(r, 0, 0);
+            if (ret < 0 && ret != -EINTR && ret != -EBUSY && ret != -EAGAIN)
+                return ret;
+        }
+        return tu_harvest(r, out, max);
+    }
+    int ret = tu_enter(r, 1, timeout_ns);
+    if (tu_cq_ready(r) || tu_cq_overflowed(r)) {
+        int n = tu_harvest(r, out, max);
+        if (n)
+            return n;
+    }
+    if (ret == -ETIME)
+        return 0;
+    if (ret < 0)
+        return ret;
+    return -ENODATA; /* woke up, but nothing was posted: wait again */
+}
+
 unsigned tu_cq_ready(struct tu_ring *r) {
     return LOAD_ACQ(r->cq_ktail) - *r->cq_khead;
 }
@@ -290,8 +336,7 @@ int tu_cq_overflowed(struct tu_ring *r) {
     return (LOAD_ACQ(r->sq_kflags) & IORING_SQ_CQ_OVERFLOW) != 0;
 }
 
-int tu_harvest(struct tu_ring *r, uint64_t *user_data, int32_t *res,
-               uint32_t *flags, unsigned max) {
+int tu_harvest(struct tu_ring *r, int64_t *out, unsigned max) {
     unsigned n = 0;
     while (n < max) {
         unsigned head = *r->cq_khead;
@@ -310,9 +355,9 @@ int tu_harvest(struct tu_ring *r, uint64_t *user_data, int32_t *res,
         struct io_uring_cqe *cqes = r->cqes;
         while (head != tail && n < max) {
             struct io_uring_cqe *cqe = &cqes[head & r->cq_mask];
-            user_data[n] = cqe->user_data;
-            res[n] = cqe->res;
-            flags[n] = cqe->flags;
+            out[3 * n] = (int64_t)cqe->user_data;
+            out[3 * n + 1] = cqe->res;
+            out[3 * n + 2] = cqe->flags;
             n++;
             head++;
         }

@@ -67,6 +67,9 @@ int tu_probe(struct tu_ring *r, unsigned char *out, int n);
 int tu_prep(struct tu_ring *r, uint8_t opcode, uint8_t sqe_flags, int32_t fd,
             uint64_t addr, uint32_t len, uint64_t off, uint32_t op_flags,
             uint64_t user_data, uint16_t buf_index, uint32_t file_index);
+/* Prepare a one-shot POLL_ADD (the hot path of wait_readable/writable). */
+int tu_prep_poll(struct tu_ring *r, int32_t fd, uint32_t mask,
+                 uint64_t user_data);
 /* Prepare a TIMEOUT or LINK_TIMEOUT SQE: the timespec lives in the slot's own
  * storage until the kernel copies it during submission. */
 int tu_prep_timeout(struct tu_ring *r, uint8_t opcode, uint8_t sqe_flags,
@@ -85,13 +88,22 @@ unsigned tu_sq_pending(struct tu_ring *r);
  * -EINTR, -EBUSY, -EAGAIN...). */
 int tu_enter(struct tu_ring *r, unsigned min_complete, int64_t timeout_ns);
 
+/* get_events in one call: submit what is queued and, unless timeout_ns is
+ * 0 or CQEs are already waiting, wait up to timeout_ns (< 0: no limit) for
+ * one; then harvest up to max CQEs into out as tu_harvest does.  Returns the
+ * number harvested (> 0), 0 when the time ran out with none, -ENODATA when
+ * woken without a CQE (wait again), or -errno (-EINTR: a signal;
+ * -EBUSY/-EAGAIN: reap completions first). */
+int tu_wait(struct tu_ring *r, int64_t timeout_ns, int64_t *out,
+            unsigned max);
+
 /* CQEs ready to harvest. */
 unsigned tu_cq_ready(struct tu_ring *r);
 /* Nonzero when the kernel holds overflowed CQEs (flushed by tu_enter). */
 int tu_cq_overflowed(struct tu_ring *r);
-/* Copy up to max CQEs out and release them to the kernel.  When the CQ runs
+/* Copy up to max CQEs out as (user_data, res, flags) triples in out[3*max]
+ * and release them to the kernel.  When the CQ runs
  * dry while overflowed CQEs wait in the kernel, flush them and go on. */
-int tu_harvest(struct tu_ring *r, uint64_t *user_data, int32_t *res,
-               uint32_t *flags, unsigned max);
+int tu_harvest(struct tu_ring *r, int64_t *out, unsigned max);
 
 #endif

@@ -67,7 +67,7 @@ from trio.lowlevel import Abort, Task, current_task, reschedule, wait_task_resch
 from . import _install, _ring
 from ._ops import Op
 from ._ring import Ring
-from ._ring_ffi import ffi
+from ._ring_ffi import ffi, lib
 
 
 class _HasFileNo(Protocol):
@@ -79,6 +79,10 @@ FdLike = int | _HasFileNo
 _WAKE_NS_LIMIT = 86400 * 10**9
 _CLOSE_DRAIN_SECONDS = 10.0
 _LEAKED: list[object] = []
+_CQE_F_MORE = _ring.CQE_F_MORE
+_POLLIN = _ring.POLLIN
+_POLLOUT = _ring.POLLOUT
+_prep_poll = lib.tu_prep_poll
 # Events that wake a waiter, as under epoll: the requested direction, or an
 # error/hang-up (which wakes both directions).
 _POLL_ERR_HUP = 0x008 | 0x010  # POLLERR | POLLHUP
@@ -135,6 +139,7 @@ class UringIOManager:
         if guest is None:
             guest = self._claimed == "guest" or _install.called_from_start_guest_run()
         self._ring = Ring(guest=guest)
+        self._ringp = self._ring.ptr
         self._ops: dict[int, Op] = {}
         self._next_ud = 2  # 0: CQEs we ignore (cancel requests); 1: spare
         self._waiters: dict[int, _FdWaiters] = {}
@@ -198,50 +203,44 @@ class UringIOManager:
 
     # ----------------------------------------------------------- event loop
     def get_events(self, timeout: float) -> int:
-        ring = self._ring
-        ready = ring.cq_ready()
-        if ready or timeout <= 0:
-            if ring.sq_pending() or not ready:
-                self._enter_nowait()
-            return ring.cq_ready()
+        ns = min(int(timeout * 1e9), _WAKE_NS_LIMIT) if timeout > 0 else 0
+        ret = self._ring.wait(ns)
+        if ret >= 0:
+            return ret
         deadline = time.monotonic() + timeout
-        ns = min(int(timeout * 1e9), _WAKE_NS_LIMIT)
         while True:
-            ret = ring.enter(1, ns)
-            ready = ring.cq_ready()
-            if ready:
-                return ready
             if ret in (-_errno.EBUSY, -_errno.EAGAIN):
                 # The kernel wants completions reaped before it takes more
-                # submissions; process_events will do that.
+                # submissions; process_events does that.
                 return 1
-            if ret < 0 and ret not in (-_errno.ETIME, -_errno.EINTR):
+            if ret not in (-_errno.EINTR, -_errno.ENODATA):
                 raise OSError(-ret, os.strerror(-ret))
-            # EINTR (a signal: its Python handler runs right here, between
-            # bytecodes), ETIME, or a wake-up that posted nothing.
+            # EINTR: a signal.  Its Python handler runs right here, between
+            # bytecodes (that is how Ctrl-C reaches trio); then we wait for
+            # what is left of the timeout, like PEP 475.  ENODATA: woken
+            # without a CQE, same thing.
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return 0
-            ns = int(remaining * 1e9)
-
-    def _enter_nowait(self) -> None:
-        ret = self._ring.enter(0, 0)
-        if ret < 0 and ret not in (-_errno.EINTR, -_errno.EBUSY, -_errno.EAGAIN):
-            raise OSError(-ret, os.strerror(-ret))
+                return self._ring.cq_ready()
+            ret = self._ring.wait(int(remaining * 1e9))
+            if ret >= 0:
+                return ret
 
     def process_events(self, events: int) -> None:
+        if not events:
+            return
         ring = self._ring
         ops = self._ops
+        cqes = ring.take()
         while True:
-            uds, results, flags = ring.harvest()
-            if not uds:
-                return
-            for ud, res, fl in zip(uds, results, flags, strict=True):
-                op = ops.get(ud) if fl & _ring.CQE_F_MORE else ops.pop(ud, None)
+            it = iter(cqes)
+            for ud, res, fl in zip(it, it, it, strict=True):
+                op = ops.get(ud) if fl & _CQE_F_MORE else ops.pop(ud, None)
                 if op is not None:
                     op.callback(op, res, fl)
-            if len(uds) < _ring.HARVEST_BATCH:
+            if len(cqes) < 3 * _ring.HARVEST_BATCH:
                 return
+            cqes = ring.harvest()
 
     # -------------------------------------------------------- readiness API
     def _check_fd(self, fd: int) -> None:
@@ -255,8 +254,8 @@ class UringIOManager:
         self._checked_fds.add(fd)
 
     async def _wait_poll(self, fd: FdLike, reading: bool) -> None:
-        if not isinstance(fd, int):
-            fd = fd.fileno()
+        if type(fd) is not int:
+            fd = fd.fileno()  # type: ignore[union-attr]
         waiters = self._waiters.get(fd)
         if waiters is None:
             if fd not in self._checked_fds:
@@ -266,10 +265,17 @@ class UringIOManager:
             raise trio.BusyResourceError(
                 "another task is already reading / writing this fd"
             )
-        op = self._new_op(_ring.OP_POLL_ADD, fd, current_task())
+        ud = self._next_ud
+        self._next_ud = ud + 1
+        op = self._ops[ud] = Op(ud, _ring.OP_POLL_ADD, fd, current_task())
         op.callback = self._poll_done
         op.reading = reading
-        self._prep_poll(op)
+        pos = _prep_poll(self._ringp, fd, _POLLIN if reading else _POLLOUT, ud)
+        op.position = (
+            pos
+            if pos >= 0
+            else self._ring.prep_poll(fd, _POLLIN if reading else _POLLOUT, ud)
+        )
         if reading:
             waiters.read = op
         else:
@@ -296,11 +302,8 @@ class UringIOManager:
             del self._waiters[op.fd]
 
     def _prep_poll(self, op: Op) -> None:
-        op.position = self._ring.prep(
-            _ring.OP_POLL_ADD,
-            op.fd,
-            op_flags=_ring.POLLIN if op.reading else _ring.POLLOUT,
-            user_data=op.ud,
+        op.position = self._ring.prep_poll(
+            op.fd, _ring.POLLIN if op.reading else _ring.POLLOUT, op.ud
         )
 
     def _private_epoll(self) -> select.epoll:
@@ -444,12 +447,12 @@ class UringIOManager:
                     break
                 ring.enter(1, int(min(remaining, 0.1) * 1e9))
                 while True:
-                    uds, _, flags = ring.harvest()
-                    if not uds:
+                    cqes = ring.harvest()
+                    if not cqes:
                         break
-                    for ud, fl in zip(uds, flags, strict=True):
-                        if not fl & _ring.CQE_F_MORE:
-                            self._ops.pop(ud, None)
+                    for i in range(0, len(cqes), 3):
+                        if not cqes[i + 2] & _CQE_F_MORE:
+                            self._ops.pop(cqes[i], None)
         finally:
             if self._ops:
                 # The kernel did not confirm every cancellation in time: keep

@@ -55,12 +55,14 @@ OP_TIMEOUT: Final = OP["TIMEOUT"]
 SETUP_CQSIZE: Final = 1 << 3
 SETUP_SUBMIT_ALL: Final = 1 << 7
 SETUP_COOP_TASKRUN: Final = 1 << 8
+SETUP_TASKRUN_FLAG: Final = 1 << 9
 SETUP_SINGLE_ISSUER: Final = 1 << 12
 SETUP_DEFER_TASKRUN: Final = 1 << 13
 SETUP_FLAG_NAMES: Final[dict[int, str]] = {
     SETUP_CQSIZE: "CQSIZE",
     SETUP_SUBMIT_ALL: "SUBMIT_ALL",
     SETUP_COOP_TASKRUN: "COOP_TASKRUN",
+    SETUP_TASKRUN_FLAG: "TASKRUN_FLAG",
     SETUP_SINGLE_ISSUER: "SINGLE_ISSUER",
     SETUP_DEFER_TASKRUN: "DEFER_TASKRUN",
 }
@@ -184,10 +186,11 @@ def _flag_candidates(guest: bool) -> list[int]:
     base = SETUP_SUBMIT_ALL
     if guest:
         return [base, 0]
+    coop = SETUP_COOP_TASKRUN | SETUP_TASKRUN_FLAG
     return [
-        base | SETUP_COOP_TASKRUN | SETUP_SINGLE_ISSUER | SETUP_DEFER_TASKRUN,
-        base | SETUP_COOP_TASKRUN | SETUP_SINGLE_ISSUER,
-        base | SETUP_COOP_TASKRUN,
+        base | coop | SETUP_SINGLE_ISSUER | SETUP_DEFER_TASKRUN,
+        base | coop | SETUP_SINGLE_ISSUER,
+        base | coop,
         base,
         0,
     ]
@@ -234,12 +237,10 @@ class Ring:
         self._supported = (
             frozenset(i for i in range(256) if probe[i]) if n > 0 else frozenset()
         )
-        self._ud = ffi.new("uint64_t[]", HARVEST_BATCH)
-        self._res = ffi.new("int32_t[]", HARVEST_BATCH)
-        self._flags = ffi.new("uint32_t[]", HARVEST_BATCH)
-        self._backlog_ud: list[int] = []
-        self._backlog_res: list[int] = []
-        self._backlog_flags: list[int] = []
+        self._cqe_buf = ffi.new("int64_t[]", 3 * HARVEST_BATCH)
+        self.ptr = self._r  # for the manager's hot paths (lib calls)
+        self._backlog: list[int] = []
+        self._harvested = 0  # CQEs left in _cqe_buf by wait()
         self.closed = False
 
     # --- facts ------------------------------------------------------------------
@@ -306,6 +307,14 @@ class Ring:
             )
         return pos
 
+    def prep_poll(self, fd: int, mask: int, user_data: int) -> int:
+        """Queue a one-shot POLL_ADD; returns its SQ position."""
+        pos: int = lib.tu_prep_poll(self._r, fd, mask, user_data)
+        while pos < 0:
+            self.flush()
+            pos = lib.tu_prep_poll(self._r, fd, mask, user_data)
+        return pos
+
     def unprep(self, position: int, user_data: int) -> bool:
         """Turn a queued SQE into a NOP.  False if the kernel already has it."""
         return bool(lib.tu_unprep(self._r, position, user_data) == 0)
@@ -328,39 +337,54 @@ class Ring:
             raise OSError(-ret, os.strerror(-ret))
 
     def _stash(self) -> bool:
-        ud, res, flags = self._harvest_ring()
-        self._backlog_ud += ud
-        self._backlog_res += res
-        self._backlog_flags += flags
-        return bool(ud)
+        cqes = self.harvest()
+        self._backlog += cqes
+        return bool(cqes)
 
     # --- submit + wait ------------------------------------------------------------
     def enter(self, min_complete: int, timeout_ns: int) -> int:
         """Submit and wait.  Returns lib.tu_enter's value (count or -errno)."""
         return int(lib.tu_enter(self._r, min_complete, timeout_ns))
 
-    def cq_ready(self) -> int:
-        return int(lib.tu_cq_ready(self._r)) + len(self._backlog_ud)
+    def wait(self, timeout_ns: int) -> int:
+        """Submit, wait, harvest (lib.tu_wait).
 
-    def harvest(self) -> tuple[list[int], list[int], list[int]]:
-        """Take up to HARVEST_BATCH CQEs: (user_data, res, flags) lists."""
-        if self._backlog_ud:
-            out = (self._backlog_ud, self._backlog_res, self._backlog_flags)
-            self._backlog_ud, self._backlog_res, self._backlog_flags = [], [], []
+        Returns the number of CQEs harvested (> 0; take them with
+        :meth:`take`), 0 on timeout, or -errno.
+        """
+        if self._backlog:
+            return len(self._backlog) // 3
+        n = int(lib.tu_wait(self._r, timeout_ns, self._cqe_buf, HARVEST_BATCH))
+        if n > 0:
+            self._harvested = n
+        return n
+
+    def take(self) -> list[int]:
+        """CQEs from the last :meth:`wait`, else a fresh :meth:`harvest`."""
+        n = self._harvested
+        if n:
+            self._harvested = 0
+            out: list[int] = ffi.unpack(self._cqe_buf, 3 * n)
+            return out
+        return self.harvest()
+
+    def cq_ready(self) -> int:
+        return int(lib.tu_cq_ready(self._r)) + len(self._backlog) // 3
+
+    def harvest(self) -> list[int]:
+        """Take up to HARVEST_BATCH CQEs as a flat [ud, res, flags, ...] list."""
+        if self._harvested:
+            return self.take()
+        if self._backlog:
+            out, self._backlog = self._backlog, []
             return out
         return self._harvest_ring()
 
-    def _harvest_ring(self) -> tuple[list[int], list[int], list[int]]:
-        n = lib.tu_harvest(self._r, self._ud, self._res, self._flags, HARVEST_BATCH)
-        if n <= 0:
-            if n < 0:
-                raise OSError(-n, os.strerror(-n))
-            return [], [], []
-        return (
-            ffi.unpack(self._ud, n),
-            ffi.unpack(self._res, n),
-            ffi.unpack(self._flags, n),
-        )
+    def _harvest_ring(self) -> list[int]:
+        n = lib.tu_harvest(self._r, self._cqe_buf, HARVEST_BATCH)
+        if n < 0:
+            raise OSError(-n, os.strerror(-n))
+        return ffi.unpack(self._cqe_buf, 3 * n) if n else []
 
     def close(self) -> None:
         if not self.closed:
