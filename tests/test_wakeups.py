@@ -191,3 +191,26 @@ def test_many_sleeps_and_timeouts(n: int) -> None:
                 nursery.start_soon(trio.sleep, 0.001 * (i % 7))
 
     trio_uring.run(main)
+
+
+def test_timed_wait_after_a_submission_is_not_doubled() -> None:
+    # io_uring_enter returns the number of SQEs it submitted even when its
+    # wait then timed out; get_events must still honour the original timeout
+    # (a regression once made the first trio.sleep of a run take twice as long).
+    import socket
+
+    manager = trio_uring.UringIOManager(guest=False)
+    a, b = socket.socketpair()
+    try:
+        op = manager._new_op(trio_uring._ring.OP_POLL_ADD, a.fileno(), None)
+        op.position = manager._ring.prep_poll(
+            a.fileno(), trio_uring._ring.POLLIN, op.ud
+        )
+        t0 = time.monotonic()
+        assert not manager.get_events(0.3)
+        elapsed = time.monotonic() - t0
+        assert 0.29 <= elapsed < 0.59, elapsed
+    finally:
+        manager.close()
+        a.close()
+        b.close()

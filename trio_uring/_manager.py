@@ -56,15 +56,17 @@ import copy
 import errno as _errno
 import os
 import select
+import threading
 import time
 from typing import Any, Protocol
 
 import attrs
 import outcome
 import trio
+import trio._core._run as _trio_run
 from trio.lowlevel import Abort, Task, current_task, reschedule, wait_task_rescheduled
 
-from . import _install, _ring
+from . import _inspect, _install, _ring
 from ._ops import Op
 from ._ring import Ring
 from ._ring_ffi import ffi, lib
@@ -83,6 +85,19 @@ _CQE_F_MORE = _ring.CQE_F_MORE
 _POLLIN = _ring.POLLIN
 _POLLOUT = _ring.POLLOUT
 _prep_poll = lib.tu_prep_poll
+_INF = float("inf")
+_monotonic = time.monotonic
+_SystemClock = _trio_run.SystemClock
+
+
+def _ignore_cqe(op: Op, res: int, flags: int) -> None:
+    return None
+
+
+def _closed_error() -> trio.ClosedResourceError:
+    return trio.ClosedResourceError("another task closed this fd")
+
+
 # Events that wake a waiter, as under epoll: the requested direction, or an
 # error/hang-up (which wakes both directions).
 _POLL_ERR_HUP = 0x008 | 0x010  # POLLERR | POLLHUP
@@ -148,6 +163,8 @@ class UringIOManager:
         # the rare waiter io_uring's poll cannot express (see _assist).
         self._epoll: select.epoll | None = select.epoll()
         self._assisted: dict[int, Op] = {}
+        # native ops per fd, for notify_closing
+        self._fd_ops: dict[int, set[Op]] = {}
         self._assist_op: Op | None = None
         self._closed = False
         self._guest = guest
@@ -155,6 +172,8 @@ class UringIOManager:
         self._wake_buf = ffi.new("uint64_t *")
         self._wake_addr = int(ffi.cast("uintptr_t", self._wake_buf))
         self._arm_wakeup()
+        self._thread_name = threading.current_thread().name
+        _inspect.LIVE_MANAGERS.add(self)
 
     # ------------------------------------------------------------------ ops
     def _new_op(self, opcode: int, fd: int, task: Task | None) -> Op:
@@ -203,11 +222,17 @@ class UringIOManager:
 
     # ----------------------------------------------------------- event loop
     def get_events(self, timeout: float) -> int:
-        ns = min(int(timeout * 1e9), _WAKE_NS_LIMIT) if timeout > 0 else 0
+        if timeout > 0:
+            start = _monotonic()
+            ns = min(int(timeout * 1e9), _WAKE_NS_LIMIT)
+        else:
+            start = ns = 0
         ret = self._ring.wait(ns)
         if ret >= 0:
             return ret
-        deadline = time.monotonic() + timeout
+        # io_uring_enter returns the number of SQEs it consumed even when
+        # its wait then timed out, so the loop below decides by the clock.
+        deadline = start + timeout
         while True:
             if ret in (-_errno.EBUSY, -_errno.EAGAIN):
                 # The kernel wants completions reaped before it takes more
@@ -242,6 +267,156 @@ class UringIOManager:
                 return
             cqes = ring.harvest()
 
+    # ------------------------------------------------------- native ops
+    def supports(self, opcode: int) -> bool:
+        """Whether this kernel implements ``opcode`` (IORING_REGISTER_PROBE)."""
+        return self._ring.supports(opcode)
+
+    async def submit(
+        self,
+        opcode: int,
+        fd: int,
+        addr: int = 0,
+        length: int = 0,
+        offset: int = 0,
+        op_flags: int = 0,
+        *,
+        keep: object = None,
+        buf_index: int = 0,
+        file_index: int = 0,
+    ) -> int:
+        """Run one kernel operation to completion; return its CQE result.
+
+        The cancellation contract (see _ops.py): a cancel that arrives while
+        the SQE is still queued un-queues it and raises Cancelled (nothing
+        happened); one that arrives later sends ASYNC_CANCEL and waits for the
+        op's own CQE: -ECANCELED raises Cancelled, any other result is
+        delivered (it happened) and Cancelled surfaces at the next
+        checkpoint.  A negative result other than that raises OSError.
+        ``keep`` is referenced until the final CQE, whatever happens to the
+        task.  Under a finite deadline on trio's real clock the SQE is linked
+        to a LINK_TIMEOUT so the kernel enforces it too.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        task = current_task()
+        ud = self._next_ud
+        self._next_ud = ud + 1
+        op = self._ops[ud] = Op(ud, opcode, fd, task)
+        op.callback = self._native_done
+        op.keep = keep
+        op.args = (addr, length, offset, op_flags, buf_index, file_index)
+        op.started = time.monotonic()
+        if fd >= 0:
+            self._fd_ops.setdefault(fd, set()).add(op)
+        self._prep_native(op, task)
+
+        def abort(raise_cancel: Any) -> Abort:
+            if op.parked or self._unqueue(op):
+                self._finish(op)
+                op.task = None
+                return Abort.SUCCEEDED
+            op.raise_cancel = raise_cancel
+            self._cancel_in_kernel(op)
+            return Abort.FAILED
+
+        result: int = await wait_task_rescheduled(abort)
+        return result
+
+    def _deadline_ns(self, task: Task) -> tuple[float, int]:
+        """(trio deadline, ns from now) for a linked timeout, or (inf, -1)."""
+        clock = trio.lowlevel.current_clock()
+        if type(clock) is not _SystemClock:
+            return _INF, -1  # virtual time (MockClock): trio keeps the deadline
+        status = task._cancel_status
+        deadline = status.effective_deadline() if status is not None else _INF
+        if deadline == _INF:
+            return _INF, -1
+        return deadline, max(0, int((deadline - clock.current_time()) * 1e9))
+
+    def _prep_native(self, op: Op, task: Task) -> None:
+        addr, length, offset, op_flags, buf_index, file_index = op.args
+        deadline, ns = self._deadline_ns(task)
+        op.deadline = deadline
+        ring = self._ring
+        if ns < 0:
+            op.link = None
+            op.position = ring.prep(
+                op.opcode, op.fd, addr, length, offset, op_flags, op.ud, 0,
+                buf_index, file_index,
+            )  # fmt: skip
+            return
+        if ring.sq_free() < 2:
+            ring.flush()  # the pair must sit in one submission
+        op.position = ring.prep(
+            op.opcode, op.fd, addr, length, offset, op_flags, op.ud,
+            _ring.IOSQE_IO_LINK, buf_index, file_index,
+        )  # fmt: skip
+        tud = self._next_ud
+        self._next_ud = tud + 1
+        link = self._ops[tud] = Op(tud, _ring.OP_LINK_TIMEOUT, -1, None)
+        link.callback = _ignore_cqe
+        link.position = ring.prep_timeout(_ring.OP_LINK_TIMEOUT, ns, tud)
+        op.link = link
+
+    def _unqueue(self, op: Op) -> bool:
+        """Un-queue a native op (and its linked timeout) not yet submitted."""
+        if op.position < 0 or not self._ring.unprep(op.position, op.ud):
+            return False
+        op.position = -1
+        link = op.link
+        if link is not None and link.position >= 0:
+            self._ring.unprep(link.position, link.ud)
+            link.position = -1
+        return True
+
+    def _finish(self, op: Op) -> None:
+        fd_ops = self._fd_ops.get(op.fd)
+        if fd_ops is not None:
+            fd_ops.discard(op)
+            if not fd_ops:
+                del self._fd_ops[op.fd]
+
+    def _native_done(self, op: Op, res: int, flags: int) -> None:
+        op.position = -1
+        op.link = None
+        task = op.task
+        if task is None:  # un-queued or abandoned: nobody waits
+            self._finish(op)
+            return
+        if res == -_errno.ECANCELED:
+            if op.closed:
+                self._finish(op)
+                op.task = None
+                reschedule(task, outcome.Error(_closed_error()))
+                return
+            raise_cancel = op.raise_cancel
+            if raise_cancel is not None:
+                self._finish(op)
+                op.task = None
+                reschedule(task, outcome.capture(raise_cancel))
+                return
+            if not op.cancel_sent and op.deadline != _INF:
+                # The kernel's linked timeout fired.  If trio's clock agrees
+                # the deadline passed, trio aborts the task in this very loop
+                # iteration (Abort.SUCCEEDED: nothing happened); otherwise
+                # (the deadline moved, or the kernel was early) go again.
+                deadline, _ = self._deadline_ns(task)
+                if deadline <= trio.current_time():
+                    op.parked = True
+                    return
+                ud = self._next_ud
+                self._next_ud = ud + 1
+                op.ud = ud
+                self._ops[ud] = op
+                self._prep_native(op, task)
+                return
+        self._finish(op)
+        op.task = None
+        if res >= 0:
+            reschedule(task, outcome.Value(res))
+        else:
+            reschedule(task, outcome.Error(OSError(-res, os.strerror(-res))))
+
     # -------------------------------------------------------- readiness API
     def _check_fd(self, fd: int) -> None:
         # Raise exactly what epoll would for this fd (ValueError for negative
@@ -270,6 +445,7 @@ class UringIOManager:
         op = self._ops[ud] = Op(ud, _ring.OP_POLL_ADD, fd, current_task())
         op.callback = self._poll_done
         op.reading = reading
+        op.started = _monotonic()
         pos = _prep_poll(self._ringp, fd, _POLLIN if reading else _POLLOUT, ud)
         op.position = (
             pos
@@ -391,10 +567,20 @@ class UringIOManager:
         if not isinstance(fd, int):
             fd = fd.fileno()
         self._checked_fds.discard(fd)
+        for native in self._fd_ops.pop(fd, ()):
+            owner = native.task
+            if owner is None:
+                continue
+            if native.parked or self._unqueue(native):
+                native.task = None
+                reschedule(owner, outcome.Error(_closed_error()))
+            else:
+                native.closed = True
+                self._cancel_in_kernel(native)
         waiters = self._waiters.pop(fd, None)
         if waiters is None:
             return
-        exc = trio.ClosedResourceError("another task closed this fd")
+        exc = _closed_error()
         try:
             me: Task | None = current_task()
         except RuntimeError:
@@ -412,6 +598,17 @@ class UringIOManager:
                 reschedule(task, outcome.Error(copy.copy(exc)))
         if raise_at_end:
             raise exc
+
+    def _internal_ops(self) -> set[Op]:
+        """Ops the manager runs for itself (wake-up read, epoll assist)."""
+        ops = {self._wake_op}
+        if self._assist_op is not None:
+            ops.add(self._assist_op)
+        return ops
+
+    def inflight(self) -> list[_inspect.InflightOp]:
+        """Every kernel operation of this ring that has not finished."""
+        return _inspect.snapshot(self)
 
     # ------------------------------------------------------------ lifecycle
     def statistics(self) -> UringStatistics:
@@ -435,6 +632,7 @@ class UringIOManager:
         if self._closed:
             return
         self._closed = True
+        _inspect.LIVE_MANAGERS.discard(self)
         ring = self._ring
         try:
             for op in list(self._ops.values()):

@@ -15,6 +15,12 @@ op table under its ``user_data`` (``ud``) until its final CQE::
   task to wake, or None once nobody waits (cancelled, or woken already).
 * ``cancel_sent`` records that an ASYNC_CANCEL for this op went out, so we
   never send two.
+* Native operations (recv, read, openat...) also carry ``raise_cancel``
+  (trio asked to cancel: a -ECANCELED result becomes Cancelled), ``closed``
+  (notify_closing cancelled it: ClosedResourceError), ``parked`` (its linked
+  timeout fired before trio's clock reached the deadline or exactly at it:
+  the op is out of the kernel and either resubmitted or left for trio's
+  deadline to abort), and ``args`` to resubmit it.
 """
 
 from __future__ import annotations
@@ -31,13 +37,20 @@ def _no_callback(op: Op, res: int, flags: int) -> None:
 
 class Op:
     __slots__ = (
+        "args",
         "callback",
         "cancel_sent",
+        "closed",
+        "deadline",
         "fd",
         "keep",
+        "link",
         "opcode",
+        "parked",
         "position",
+        "raise_cancel",
         "reading",
+        "started",
         "task",
         "ud",
     )
@@ -52,6 +65,14 @@ class Op:
         self.reading = False
         self.keep: Any = None
         self.callback: Callable[[Op, int, int], None] = _no_callback
+        # native (kernel-executed) operations only:
+        self.args: tuple[int, ...] = ()  # SQE fields, kept for a resubmission
+        self.raise_cancel: Callable[[], Any] | None = None  # trio cancelled it
+        self.closed = False  # notify_closing cancelled it
+        self.parked = False  # its linked timeout fired; not in the kernel now
+        self.link: Op | None = None  # its LINK_TIMEOUT, while queued
+        self.deadline = float("inf")  # trio deadline of its linked timeout
+        self.started = 0.0  # time.monotonic() at submission
 
     def __repr__(self) -> str:
         return f"<Op ud={self.ud} opcode={self.opcode} fd={self.fd} task={self.task!r}>"

@@ -319,6 +319,9 @@ class Ring:
         """Turn a queued SQE into a NOP.  False if the kernel already has it."""
         return bool(lib.tu_unprep(self._r, position, user_data) == 0)
 
+    def sq_free(self) -> int:
+        return self.sq_entries - int(lib.tu_sq_pending(self._r))
+
     def sq_pending(self) -> int:
         return int(lib.tu_sq_pending(self._r))
 
