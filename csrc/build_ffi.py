@@ -39,6 +39,7 @@ int tu_prep_timeout(struct tu_ring *r, uint8_t opcode, uint8_t sqe_flags,
                     int64_t ns, uint32_t count, uint32_t timeout_flags,
                     uint64_t user_data);
 int tu_unprep(struct tu_ring *r, int position, uint64_t user_data);
+int tu_is_queued(struct tu_ring *r, int position, uint64_t user_data);
 unsigned tu_sq_pending(struct tu_ring *r);
 int tu_enter(struct tu_ring *r, unsigned min_complete, int64_t timeout_ns);
 unsigned tu_cq_ready(struct tu_ring *r);

@@ -247,17 +247,28 @@ int tu_prep_timeout(struct tu_ring *r, uint8_t opcode, uint8_t sqe_flags,
     return position;
 }
 
-int tu_unprep(struct tu_ring *r, int position, uint64_t user_data) {
+/* The SQE at SQ position `position` if the kernel has not consumed it. */
+static struct io_uring_sqe *queued_sqe(struct tu_ring *r, int position,
+                                       uint64_t user_data) {
     unsigned head = LOAD_ACQ(r->sq_khead);
     unsigned pos = (unsigned)position;
     /* Compare on the same 31-bit wrapping scale as tu_prep hands out. */
     unsigned behind = ((r->sq_tail & 0x7fffffffu) - pos) & 0x7fffffffu;
     unsigned pending = r->sq_tail - head;
     if (behind == 0 || behind > pending)
-        return -1;
+        return NULL;
     struct io_uring_sqe *sqe =
         (struct io_uring_sqe *)r->sqes + ((r->sq_tail - behind) & r->sq_mask);
-    if (sqe->user_data != user_data)
+    return sqe->user_data == user_data ? sqe : NULL;
+}
+
+int tu_is_queued(struct tu_ring *r, int position, uint64_t user_data) {
+    return queued_sqe(r, position, user_data) != NULL;
+}
+
+int tu_unprep(struct tu_ring *r, int position, uint64_t user_data) {
+    struct io_uring_sqe *sqe = queued_sqe(r, position, user_data);
+    if (!sqe)
         return -1;
     uint8_t link = sqe->flags & (IOSQE_IO_LINK | IOSQE_IO_HARDLINK);
     r->submitted[sqe->opcode]--;

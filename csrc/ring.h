@@ -79,6 +79,7 @@ int tu_prep_timeout(struct tu_ring *r, uint8_t opcode, uint8_t sqe_flags,
  * and its link flags, so a chain keeps its shape and every CQE still comes).
  * Returns 0, or -1 when the kernel has already consumed that SQE. */
 int tu_unprep(struct tu_ring *r, int position, uint64_t user_data);
+int tu_is_queued(struct tu_ring *r, int position, uint64_t user_data);
 /* SQEs prepared but not yet consumed by the kernel. */
 unsigned tu_sq_pending(struct tu_ring *r);
 

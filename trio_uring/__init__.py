@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from . import _install
+from . import _install, lowlevel
 from ._install import UringFallbackWarning
 from ._manager import UringIOManager, UringStatistics
 from ._ring import UringUnavailableError
@@ -26,6 +26,7 @@ __all__ = [
     "install",
     "installed",
     "is_available",
+    "lowlevel",
     "run",
     "start_guest_run",
     "unavailable_reason",

@@ -52,7 +52,8 @@ class InflightOp:
     #: trio deadline enforced by a linked timeout, or None
     deadline: float | None
     linked_timeout: bool
-    #: "queued", "in flight", "cancelling", "closing" or "abandoned"
+    #: "queued", "in flight", "cancelling", "closing", "timed out" (its linked
+    #: timeout fired; trio is about to raise Cancelled) or "abandoned"
     state: str
 
 
@@ -98,9 +99,11 @@ def _fmt_addr(addr: Any) -> str:
     return str(addr) or "(unnamed)"
 
 
-def _state(op: Op) -> str:
-    if op.position >= 0:
+def _state(manager: UringIOManager, op: Op) -> str:
+    if manager._ring.is_queued(op.position, op.ud):
         return "queued"
+    if op.parked:
+        return "timed out"
     if op.closed:
         return "closing"
     if op.task is None:
@@ -141,7 +144,7 @@ def snapshot(manager: UringIOManager) -> list[InflightOp]:
                 age=now - op.started if op.started else 0.0,
                 deadline=None if op.deadline == float("inf") else op.deadline,
                 linked_timeout=op.link is not None,
-                state=_state(op),
+                state=_state(manager, op),
             )
         )
     out.sort(key=lambda o: -o.age)

@@ -319,6 +319,10 @@ class Ring:
         """Turn a queued SQE into a NOP.  False if the kernel already has it."""
         return bool(lib.tu_unprep(self._r, position, user_data) == 0)
 
+    def is_queued(self, position: int, user_data: int) -> bool:
+        """Whether that SQE still waits in the SQ (not yet seen by the kernel)."""
+        return position >= 0 and bool(lib.tu_is_queued(self._r, position, user_data))
+
     def sq_free(self) -> int:
         return self.sq_entries - int(lib.tu_sq_pending(self._r))
 
@@ -355,6 +359,8 @@ class Ring:
         Returns the number of CQEs harvested (> 0; take them with
         :meth:`take`), 0 on timeout, or -errno.
         """
+        if self._harvested:  # not taken yet: never overwrite them
+            return self._harvested
         if self._backlog:
             return len(self._backlog) // 3
         n = int(lib.tu_wait(self._r, timeout_ns, self._cqe_buf, HARVEST_BATCH))

@@ -1,0 +1,28 @@
+"""Low-level io_uring operations and introspection for trio programs.
+
+Everything here needs trio running on io_uring (``trio_uring.run`` or
+``trio.run`` after ``trio_uring.install()``).
+"""
+
+from __future__ import annotations
+
+from ._inspect import InflightOp, format_table, install_dump_signal
+from ._native import current_manager
+
+__all__ = [
+    "InflightOp",
+    "current_manager",
+    "format_table",
+    "inflight",
+    "install_dump_signal",
+]
+
+
+def inflight() -> list[InflightOp]:
+    """Every kernel operation of the current run's ring that has not finished.
+
+    Oldest first: opcode, fd and what it points to (a path, a socket's peer,
+    a pipe), the task waiting for it, its age, its deadline and whether the
+    kernel enforces that deadline with a linked timeout, and its state.
+    """
+    return current_manager().inflight()
