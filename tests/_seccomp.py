@@ -260,4 +260,7 @@ def run_in_subprocess_with_denied_io_uring(
         timeout=timeout,
         env=env,
         check=False,
+        # not the repository root: there the source tree (without the
+        # compiled _ring_ffi) would shadow the installed trio_uring
+        cwd=Path(__file__).resolve().parent,
     )

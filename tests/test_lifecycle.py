@@ -25,6 +25,9 @@ from trio_uring import _native, _ring
 from trio_uring._ring_ffi import ffi
 
 READ = _ring.OP["READ"]
+# Children run here, not in the repository root, where the source tree
+# (without the compiled _ring_ffi) would shadow the installed trio_uring.
+HERE = os.path.dirname(os.path.abspath(__file__))
 WRITE = _ring.OP["WRITE"]
 
 
@@ -348,7 +351,7 @@ def test_dump_from_outside(tmp_path: object) -> None:
         """
     )
     proc = subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=HERE
     )
     try:
         assert proc.stdout is not None
@@ -358,6 +361,7 @@ def test_dump_from_outside(tmp_path: object) -> None:
             capture_output=True,
             text=True,
             timeout=30,
+            cwd=HERE,
         )
         assert out.returncode == 0, out.stderr
         assert "READ" in out.stdout
@@ -374,6 +378,7 @@ def test_inflight_command_without_handler_says_so() -> None:
          "signal.SIG_IGN); print('ready', flush=True); time.sleep(30)"],
         stdout=subprocess.PIPE,
         text=True,
+        cwd=HERE,
     )  # fmt: skip
     try:
         assert proc.stdout is not None
@@ -390,6 +395,7 @@ def test_inflight_command_without_handler_says_so() -> None:
             capture_output=True,
             text=True,
             timeout=30,
+            cwd=HERE,
         )
         assert out.returncode == 1
         assert "install_dump_signal" in out.stderr

@@ -124,7 +124,12 @@ def test_keyboard_interrupt_reaches_trio() -> None:
         """
     )
     proc = subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        text=True,
+        # not the repository root, where the uncompiled source tree would
+        # shadow the installed trio_uring
+        cwd=os.path.dirname(os.path.abspath(__file__)),
     )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "ready"

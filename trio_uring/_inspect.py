@@ -49,7 +49,7 @@ class InflightOp:
     task: str | None
     #: seconds since it was submitted
     age: float
-    #: trio deadline enforced by a linked timeout, or None
+    #: the waiting task's trio deadline (``trio.current_time()`` scale), or None
     deadline: float | None
     linked_timeout: bool
     #: "queued", "in flight", "cancelling", "closing", "timed out" (its linked
@@ -99,6 +99,18 @@ def _fmt_addr(addr: Any) -> str:
     return str(addr) or "(unnamed)"
 
 
+def _deadline(op: Op) -> float | None:
+    """The task's current effective deadline (trio time), or None."""
+    deadline = op.deadline
+    task = op.task
+    status = getattr(task, "_cancel_status", None)
+    if status is not None:
+        # best effort: the task may be changing scopes in another thread
+        with contextlib.suppress(Exception):
+            deadline = status.effective_deadline()
+    return None if deadline == float("inf") else deadline
+
+
 def _state(manager: UringIOManager, op: Op) -> str:
     if manager._ring.is_queued(op.position, op.ud):
         return "queued"
@@ -142,7 +154,7 @@ def snapshot(manager: UringIOManager) -> list[InflightOp]:
                 target=describe_fd(op.fd),
                 task=task.name if task is not None else None,
                 age=now - op.started if op.started else 0.0,
-                deadline=None if op.deadline == float("inf") else op.deadline,
+                deadline=_deadline(op),
                 linked_timeout=op.link is not None,
                 state=_state(manager, op),
             )
@@ -151,10 +163,18 @@ def snapshot(manager: UringIOManager) -> list[InflightOp]:
     return out
 
 
-def format_table(ops: Iterable[InflightOp]) -> str:
+def format_table(ops: Iterable[InflightOp], now: float | None = None) -> str:
+    """A text table; deadlines relative to ``now`` (trio time) when given."""
     rows = [("UD", "OPCODE", "FD", "TARGET", "TASK", "AGE", "DEADLINE", "STATE")]
     for op in ops:
-        deadline = "-" if op.deadline is None else f"{op.deadline:.3f}"
+        if op.deadline is None:
+            deadline = "-"
+        elif now is None:
+            deadline = f"at {op.deadline:.3f}"
+        elif op.deadline > now:
+            deadline = f"in {op.deadline - now:.3f}s"
+        else:
+            deadline = f"passed {now - op.deadline:.3f}s ago"
         if op.linked_timeout:
             deadline += " (linked timeout)"
         rows.append(
@@ -194,7 +214,9 @@ def dump_all(file: TextIO) -> None:
             file=file,
         )
         if ops:
-            print(format_table(ops), file=file)
+            clock = manager._clock
+            now = clock.current_time() if clock is not None else None
+            print(format_table(ops, now), file=file)
     file.flush()
 
 

@@ -173,6 +173,7 @@ class UringIOManager:
         self._wake_addr = int(ffi.cast("uintptr_t", self._wake_buf))
         self._arm_wakeup()
         self._thread_name = threading.current_thread().name
+        self._clock: trio.abc.Clock | None = None
         _inspect.LIVE_MANAGERS.add(self)
 
     # ------------------------------------------------------------------ ops
@@ -214,6 +215,11 @@ class UringIOManager:
         if not self._closed:
             self._arm_wakeup()
 
+    def _remember_clock(self) -> None:
+        # For the in-flight table: deadlines shown relative to the run's clock.
+        with contextlib.suppress(RuntimeError):
+            self._clock = trio.lowlevel.current_clock()
+
     def force_wakeup(self) -> None:
         if self._closed:
             return
@@ -222,6 +228,8 @@ class UringIOManager:
 
     # ----------------------------------------------------------- event loop
     def get_events(self, timeout: float) -> int:
+        if self._clock is None:
+            self._remember_clock()
         if timeout > 0:
             start = _monotonic()
             ns = min(int(timeout * 1e9), _WAKE_NS_LIMIT)
@@ -284,6 +292,7 @@ class UringIOManager:
         keep: object = None,
         buf_index: int = 0,
         file_index: int = 0,
+        closing_fd: int | None = None,
     ) -> int:
         """Run one kernel operation to completion; return its CQE result.
 
@@ -295,7 +304,10 @@ class UringIOManager:
         checkpoint.  A negative result other than that raises OSError.
         ``keep`` is referenced until the final CQE, whatever happens to the
         task.  Under a finite deadline on trio's real clock the SQE is linked
-        to a LINK_TIMEOUT so the kernel enforces it too.
+        to a LINK_TIMEOUT so the kernel enforces it too.  ``notify_closing``
+        of ``closing_fd`` (default: ``fd``, when it is a real fd) cancels the
+        op with ClosedResourceError; pass -1 for ops whose fd field is not a
+        file (IORING_OP_SOCKET puts the address family there).
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         task = current_task()
@@ -306,8 +318,10 @@ class UringIOManager:
         op.keep = keep
         op.args = (addr, length, offset, op_flags, buf_index, file_index)
         op.started = time.monotonic()
-        if fd >= 0:
-            self._fd_ops.setdefault(fd, set()).add(op)
+        watched = fd if closing_fd is None else closing_fd
+        if watched >= 0:
+            self._fd_ops.setdefault(watched, set()).add(op)
+            op.watched = watched
         self._prep_native(op, task)
 
         def abort(raise_cancel: Any) -> Abort:
@@ -370,11 +384,11 @@ class UringIOManager:
         return True
 
     def _finish(self, op: Op) -> None:
-        fd_ops = self._fd_ops.get(op.fd)
+        fd_ops = self._fd_ops.get(op.watched)
         if fd_ops is not None:
             fd_ops.discard(op)
             if not fd_ops:
-                del self._fd_ops[op.fd]
+                del self._fd_ops[op.watched]
 
     def _native_done(self, op: Op, res: int, flags: int) -> None:
         op.position = -1

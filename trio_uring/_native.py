@@ -85,7 +85,7 @@ def writable_buffer(buf: Any) -> tuple[Any, int, int]:
     """(keep, address, length) of a writable buffer; TypeError otherwise."""
     try:
         cbuf = ffi.from_buffer(buf, require_writable=True)
-    except TypeError:
+    except (TypeError, BufferError):  # not a buffer / a read-only one
         raise TypeError(
             f"a writable bytes-like object is required, not {type(buf).__name__}"
         ) from None

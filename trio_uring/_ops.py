@@ -53,6 +53,7 @@ class Op:
         "started",
         "task",
         "ud",
+        "watched",
     )
 
     def __init__(self, ud: int, opcode: int, fd: int, task: Task | None) -> None:
@@ -73,6 +74,7 @@ class Op:
         self.link: Op | None = None  # its LINK_TIMEOUT, while queued
         self.deadline = float("inf")  # trio deadline of its linked timeout
         self.started = 0.0  # time.monotonic() at submission
+        self.watched = -1  # the fd whose notify_closing cancels it
 
     def __repr__(self) -> str:
         return f"<Op ud={self.ud} opcode={self.opcode} fd={self.fd} task={self.task!r}>"

@@ -8,13 +8,43 @@ from __future__ import annotations
 
 from ._inspect import InflightOp, format_table, install_dump_signal
 from ._native import current_manager
+from ._ops_socket import (
+    accept,
+    connect,
+    nop,
+    poll,
+    recv,
+    recv_into,
+    recvfrom,
+    recvmsg,
+    send,
+    sendmsg,
+    sendto,
+    shutdown,
+    socket,
+    timeout,
+)
 
 __all__ = [
     "InflightOp",
+    "accept",
+    "connect",
     "current_manager",
     "format_table",
     "inflight",
     "install_dump_signal",
+    "nop",
+    "poll",
+    "recv",
+    "recv_into",
+    "recvfrom",
+    "recvmsg",
+    "send",
+    "sendmsg",
+    "sendto",
+    "shutdown",
+    "socket",
+    "timeout",
 ]
 
 
