@@ -30,7 +30,8 @@ void tu_ring_exit(struct tu_ring *r);
 int tu_probe(struct tu_ring *r, unsigned char *out, int n);
 int tu_prep(struct tu_ring *r, uint8_t opcode, uint8_t sqe_flags, int32_t fd,
             uint64_t addr, uint32_t len, uint64_t off, uint32_t op_flags,
-            uint64_t user_data, uint16_t buf_index, uint32_t file_index);
+            uint64_t user_data, uint16_t buf_index, uint32_t file_index,
+            uint16_t ioprio);
 int tu_prep_poll(struct tu_ring *r, int32_t fd, uint32_t mask,
                  uint64_t user_data);
 int tu_wait(struct tu_ring *r, int64_t timeout_ns, int64_t *out,
@@ -45,6 +46,13 @@ int tu_enter(struct tu_ring *r, unsigned min_complete, int64_t timeout_ns);
 unsigned tu_cq_ready(struct tu_ring *r);
 int tu_cq_overflowed(struct tu_ring *r);
 int tu_harvest(struct tu_ring *r, int64_t *out, unsigned max);
+void *tu_pbuf_ring_alloc(unsigned entries);
+void tu_pbuf_ring_free(void *ring, unsigned entries);
+int tu_pbuf_ring_register(struct tu_ring *r, void *ring, unsigned entries,
+                          uint16_t bgid);
+int tu_pbuf_ring_unregister(struct tu_ring *r, uint16_t bgid);
+void tu_pbuf_ring_push(void *ring, unsigned entries, uint64_t addr,
+                       uint32_t len, uint16_t bid);
 """
 
 ffibuilder = FFI()

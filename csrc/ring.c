@@ -189,12 +189,14 @@ static void publish(struct tu_ring *r, uint8_t opcode) {
 
 int tu_prep(struct tu_ring *r, uint8_t opcode, uint8_t sqe_flags, int32_t fd,
             uint64_t addr, uint32_t len, uint64_t off, uint32_t op_flags,
-            uint64_t user_data, uint16_t buf_index, uint32_t file_index) {
+            uint64_t user_data, uint16_t buf_index, uint32_t file_index,
+            uint16_t ioprio) {
     int position;
     struct io_uring_sqe *sqe = next_sqe(r, &position);
     if (!sqe)
         return -EBUSY;
     sqe->opcode = opcode;
+    sqe->ioprio = ioprio;
     sqe->flags = sqe_flags;
     sqe->fd = fd;
     sqe->off = off;
@@ -375,4 +377,48 @@ int tu_harvest(struct tu_ring *r, int64_t *out, unsigned max) {
         STORE_REL(r->cq_khead, head);
     }
     return (int)n;
+}
+
+/* --- provided buffer rings ------------------------------------------------ */
+
+void *tu_pbuf_ring_alloc(unsigned entries) {
+    size_t size = (size_t)entries * sizeof(struct io_uring_buf);
+    void *mem = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return mem == MAP_FAILED ? NULL : mem;
+}
+
+void tu_pbuf_ring_free(void *ring, unsigned entries) {
+    if (ring)
+        munmap(ring, (size_t)entries * sizeof(struct io_uring_buf));
+}
+
+int tu_pbuf_ring_register(struct tu_ring *r, void *ring, unsigned entries,
+                          uint16_t bgid) {
+    struct io_uring_buf_reg reg;
+    memset(&reg, 0, sizeof(reg));
+    reg.ring_addr = (uint64_t)(uintptr_t)ring;
+    reg.ring_entries = entries;
+    reg.bgid = bgid;
+    /* the tail lives in bufs[0].resv and starts at 0 */
+    ((struct io_uring_buf_ring *)ring)->tail = 0;
+    return sys_register(r->fd, IORING_REGISTER_PBUF_RING, &reg, 1);
+}
+
+int tu_pbuf_ring_unregister(struct tu_ring *r, uint16_t bgid) {
+    struct io_uring_buf_reg reg;
+    memset(&reg, 0, sizeof(reg));
+    reg.bgid = bgid;
+    return sys_register(r->fd, IORING_UNREGISTER_PBUF_RING, &reg, 1);
+}
+
+void tu_pbuf_ring_push(void *ring, unsigned entries, uint64_t addr,
+                       uint32_t len, uint16_t bid) {
+    struct io_uring_buf_ring *br = ring;
+    unsigned short tail = br->tail; /* only we write it */
+    struct io_uring_buf *buf = &br->bufs[tail & (entries - 1)];
+    buf->addr = addr;
+    buf->len = len;
+    buf->bid = bid;
+    STORE_REL(&br->tail, (unsigned short)(tail + 1));
 }

@@ -66,7 +66,8 @@ int tu_probe(struct tu_ring *r, unsigned char *out, int n);
  * counter) or -EBUSY when the SQ is full: call tu_enter to flush first. */
 int tu_prep(struct tu_ring *r, uint8_t opcode, uint8_t sqe_flags, int32_t fd,
             uint64_t addr, uint32_t len, uint64_t off, uint32_t op_flags,
-            uint64_t user_data, uint16_t buf_index, uint32_t file_index);
+            uint64_t user_data, uint16_t buf_index, uint32_t file_index,
+            uint16_t ioprio);
 /* Prepare a one-shot POLL_ADD (the hot path of wait_readable/writable). */
 int tu_prep_poll(struct tu_ring *r, int32_t fd, uint32_t mask,
                  uint64_t user_data);
@@ -106,5 +107,16 @@ int tu_cq_overflowed(struct tu_ring *r);
  * and release them to the kernel.  When the CQ runs
  * dry while overflowed CQEs wait in the kernel, flush them and go on. */
 int tu_harvest(struct tu_ring *r, int64_t *out, unsigned max);
+
+/* Provided buffer rings (IORING_REGISTER_PBUF_RING, Linux 5.19+): page
+ * aligned memory for `entries` (a power of two) buffer descriptors; push
+ * hands one buffer (back) to the kernel. */
+void *tu_pbuf_ring_alloc(unsigned entries);
+void tu_pbuf_ring_free(void *ring, unsigned entries);
+int tu_pbuf_ring_register(struct tu_ring *r, void *ring, unsigned entries,
+                          uint16_t bgid);
+int tu_pbuf_ring_unregister(struct tu_ring *r, uint16_t bgid);
+void tu_pbuf_ring_push(void *ring, unsigned entries, uint64_t addr,
+                       uint32_t len, uint16_t bid);
 
 #endif

@@ -58,6 +58,7 @@ import os
 import select
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import attrs
@@ -173,6 +174,9 @@ class UringIOManager:
         self._wake_addr = int(ffi.cast("uintptr_t", self._wake_buf))
         self._arm_wakeup()
         self._thread_name = threading.current_thread().name
+        # memory registered with the ring (provided buffers): freed after it
+        self._keep_until_closed: list[Any] = []
+        self._buffer_ring: Any = None
         self._clock: trio.abc.Clock | None = None
         _inspect.LIVE_MANAGERS.add(self)
 
@@ -293,6 +297,8 @@ class UringIOManager:
         buf_index: int = 0,
         file_index: int = 0,
         closing_fd: int | None = None,
+        ioprio: int = 0,
+        sqe_flags: int = 0,
     ) -> int:
         """Run one kernel operation to completion; return its CQE result.
 
@@ -316,7 +322,16 @@ class UringIOManager:
         op = self._ops[ud] = Op(ud, opcode, fd, task)
         op.callback = self._native_done
         op.keep = keep
-        op.args = (addr, length, offset, op_flags, buf_index, file_index)
+        op.args = (
+            addr,
+            length,
+            offset,
+            op_flags,
+            buf_index,
+            file_index,
+            ioprio,
+            sqe_flags,
+        )
         op.started = time.monotonic()
         watched = fd if closing_fd is None else closing_fd
         if watched >= 0:
@@ -336,6 +351,52 @@ class UringIOManager:
         result: int = await wait_task_rescheduled(abort)
         return result
 
+    def submit_multishot(
+        self,
+        opcode: int,
+        fd: int,
+        addr: int = 0,
+        length: int = 0,
+        offset: int = 0,
+        op_flags: int = 0,
+        *,
+        callback: Callable[[Op, int, int], None],
+        on_close: Callable[[], None] | None = None,
+        keep: object = None,
+        buf_index: int = 0,
+        ioprio: int = 0,
+        sqe_flags: int = 0,
+    ) -> Op:
+        """Queue a multishot operation; ``callback`` gets every CQE.
+
+        The op stays in the table (its ``user_data`` reserved) until a CQE
+        without IORING_CQE_F_MORE; ``keep`` lives as long.  No task waits on
+        it and no deadline applies (waiting for its results is the caller's
+        business).  ``notify_closing(fd)`` marks it ``closed``, calls
+        ``on_close`` and cancels it.  Cancel it with :meth:`cancel_op`.
+        """
+        ud = self._next_ud
+        self._next_ud = ud + 1
+        op = self._ops[ud] = Op(ud, opcode, fd, None)
+        op.callback = callback
+        op.on_close = on_close
+        op.keep = keep
+        op.started = time.monotonic()
+        op.args = (addr, length, offset, op_flags, buf_index, 0, ioprio, sqe_flags)
+        if fd >= 0:
+            self._fd_ops.setdefault(fd, set()).add(op)
+            op.watched = fd
+        self._prep_native(op, None)
+        return op
+
+    def cancel_op(self, op: Op) -> None:
+        """Stop a (multishot) op: un-queue it or ASYNC_CANCEL it."""
+        self._cancel_in_kernel(op)
+
+    def finish_op(self, op: Op) -> None:
+        """Forget a finished op's fd registration (its final CQE came)."""
+        self._finish(op)
+
     def _deadline_ns(self, task: Task) -> tuple[float, int]:
         """(trio deadline, ns from now) for a linked timeout, or (inf, -1)."""
         clock = trio.lowlevel.current_clock()
@@ -347,23 +408,23 @@ class UringIOManager:
             return _INF, -1
         return deadline, max(0, int((deadline - clock.current_time()) * 1e9))
 
-    def _prep_native(self, op: Op, task: Task) -> None:
-        addr, length, offset, op_flags, buf_index, file_index = op.args
-        deadline, ns = self._deadline_ns(task)
+    def _prep_native(self, op: Op, task: Task | None) -> None:
+        addr, length, offset, op_flags, buf_index, file_index, ioprio, flags = op.args
+        deadline, ns = self._deadline_ns(task) if task is not None else (_INF, -1)
         op.deadline = deadline
         ring = self._ring
         if ns < 0:
             op.link = None
             op.position = ring.prep(
-                op.opcode, op.fd, addr, length, offset, op_flags, op.ud, 0,
-                buf_index, file_index,
+                op.opcode, op.fd, addr, length, offset, op_flags, op.ud, flags,
+                buf_index, file_index, ioprio,
             )  # fmt: skip
             return
         if ring.sq_free() < 2:
             ring.flush()  # the pair must sit in one submission
         op.position = ring.prep(
             op.opcode, op.fd, addr, length, offset, op_flags, op.ud,
-            _ring.IOSQE_IO_LINK, buf_index, file_index,
+            flags | _ring.IOSQE_IO_LINK, buf_index, file_index, ioprio,
         )  # fmt: skip
         tud = self._next_ud
         self._next_ud = tud + 1
@@ -582,6 +643,11 @@ class UringIOManager:
             fd = fd.fileno()
         self._checked_fds.discard(fd)
         for native in self._fd_ops.pop(fd, ()):
+            if native.on_close is not None:  # multishot: its owner is told
+                native.closed = True
+                native.on_close()
+                self._cancel_in_kernel(native)
+                continue
             owner = native.task
             if owner is None:
                 continue
@@ -672,6 +738,9 @@ class UringIOManager:
                 # than risk the kernel writing into freed memory.
                 _LEAKED.append((self._wake_buf, list(self._ops.values())))
             ring.close()
+            for registered in self._keep_until_closed:
+                registered.free()
+            self._keep_until_closed.clear()
             os.close(self._wake_fd)
             if self._epoll is not None:
                 self._epoll.close()

@@ -45,6 +45,7 @@ class Op:
         "fd",
         "keep",
         "link",
+        "on_close",
         "opcode",
         "parked",
         "position",
@@ -75,6 +76,7 @@ class Op:
         self.deadline = float("inf")  # trio deadline of its linked timeout
         self.started = 0.0  # time.monotonic() at submission
         self.watched = -1  # the fd whose notify_closing cancels it
+        self.on_close: Callable[[], None] | None = None  # multishot owner hook
 
     def __repr__(self) -> str:
         return f"<Op ud={self.ud} opcode={self.opcode} fd={self.fd} task={self.task!r}>"

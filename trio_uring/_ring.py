@@ -78,6 +78,11 @@ REQUIRED_FEATURES: Final[dict[str, int]] = {
 # --- SQE / CQE flags ------------------------------------------------------------
 IOSQE_IO_LINK: Final = 1 << 2
 IOSQE_IO_HARDLINK: Final = 1 << 3
+IOSQE_BUFFER_SELECT: Final = 1 << 5
+CQE_F_BUFFER: Final = 1 << 0
+CQE_BUFFER_SHIFT: Final = 16
+RECV_MULTISHOT: Final = 1 << 1
+ACCEPT_MULTISHOT: Final = 1 << 0
 CQE_F_MORE: Final = 1 << 1
 POLL_ADD_MULTI: Final = 1 << 0
 ASYNC_CANCEL_ALL: Final = 1 << 0
@@ -279,18 +284,21 @@ class Ring:
         sqe_flags: int = 0,
         buf_index: int = 0,
         file_index: int = 0,
+        ioprio: int = 0,
     ) -> int:
-        """Queue one SQE; returns its SQ position (for :meth:`unprep`)."""
-        pos: int = lib.tu_prep(
+        """Queue one SQE; returns its SQ position (for :meth:`unprep`).
+
+        ``buf_index`` doubles as the buffer group for IOSQE_BUFFER_SELECT;
+        ``ioprio`` carries per-op flags such as IORING_RECV_MULTISHOT.
+        """
+        args = (
             self._r, opcode, sqe_flags, fd, addr, length, offset, op_flags,
-            user_data, buf_index, file_index,
+            user_data, buf_index, file_index, ioprio,
         )  # fmt: skip
+        pos: int = lib.tu_prep(*args)
         while pos < 0:
             self.flush()
-            pos = lib.tu_prep(
-                self._r, opcode, sqe_flags, fd, addr, length, offset, op_flags,
-                user_data, buf_index, file_index,
-            )  # fmt: skip
+            pos = lib.tu_prep(*args)
         return pos
 
     def prep_timeout(

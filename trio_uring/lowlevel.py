@@ -7,6 +7,7 @@ Everything here needs trio running on io_uring (``trio_uring.run`` or
 from __future__ import annotations
 
 from ._inspect import InflightOp, format_table, install_dump_signal
+from ._multishot import MultishotAcceptor, MultishotReceiver
 from ._native import current_manager
 from ._ops_socket import (
     accept,
@@ -27,6 +28,8 @@ from ._ops_socket import (
 
 __all__ = [
     "InflightOp",
+    "MultishotAcceptor",
+    "MultishotReceiver",
     "accept",
     "connect",
     "current_manager",
