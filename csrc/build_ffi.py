@@ -53,6 +53,7 @@ int tu_pbuf_ring_register(struct tu_ring *r, void *ring, unsigned entries,
 int tu_pbuf_ring_unregister(struct tu_ring *r, uint16_t bgid);
 void tu_pbuf_ring_push(void *ring, unsigned entries, uint64_t addr,
                        uint32_t len, uint16_t bid);
+int tu_register_sparse_files(struct tu_ring *r, unsigned nr);
 """
 
 ffibuilder = FFI()

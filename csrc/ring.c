@@ -422,3 +422,24 @@ void tu_pbuf_ring_push(void *ring, unsigned entries, uint64_t addr,
     buf->bid = bid;
     STORE_REL(&br->tail, (unsigned short)(tail + 1));
 }
+
+/* --- registered (direct) file table ---------------------------------------- */
+
+int tu_register_sparse_files(struct tu_ring *r, unsigned nr) {
+    struct io_uring_rsrc_register reg;
+    memset(&reg, 0, sizeof(reg));
+    reg.nr = nr;
+    reg.flags = IORING_RSRC_REGISTER_SPARSE;
+    int ret = sys_register(r->fd, IORING_REGISTER_FILES2, &reg, sizeof(reg));
+    if (ret != -EINVAL)
+        return ret;
+    /* older kernels: a table of -1 entries */
+    int *fds = malloc(nr * sizeof(int));
+    if (!fds)
+        return -ENOMEM;
+    for (unsigned i = 0; i < nr; i++)
+        fds[i] = -1;
+    ret = sys_register(r->fd, IORING_REGISTER_FILES, fds, nr);
+    free(fds);
+    return ret;
+}

@@ -119,4 +119,7 @@ int tu_pbuf_ring_unregister(struct tu_ring *r, uint16_t bgid);
 void tu_pbuf_ring_push(void *ring, unsigned entries, uint64_t addr,
                        uint32_t len, uint16_t bid);
 
+/* A sparse table of nr direct descriptors (IORING_REGISTER_FILES2). */
+int tu_register_sparse_files(struct tu_ring *r, unsigned nr);
+
 #endif

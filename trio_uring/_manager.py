@@ -87,6 +87,11 @@ _POLLIN = _ring.POLLIN
 _POLLOUT = _ring.POLLOUT
 _prep_poll = lib.tu_prep_poll
 _INF = float("inf")
+_IOSQE_FIXED_FILE = 1 << 0
+_ANY_LINK = _ring.IOSQE_IO_LINK | _ring.IOSQE_IO_HARDLINK
+# -EINTR and the kernel-internal restart codes (ERESTARTSYS, ERESTARTNOINTR,
+# ERESTARTNOHAND, ERESTART_RESTARTBLOCK) a cancelled io-wq operation reports
+_INTERRUPTED = frozenset({-_errno.EINTR, -512, -513, -514, -516})
 _monotonic = time.monotonic
 _SystemClock = _trio_run.SystemClock
 
@@ -112,7 +117,9 @@ class UringStatistics:
 
     tasks_waiting_read: int
     tasks_waiting_write: int
-    #: kernel operations submitted (or queued) whose final CQE has not come yet
+    #: operations submitted (or queued) for tasks whose final CQE has not
+    #: come yet; trio-uring's own (the wake-up read, the epoll-assist poll)
+    #: and linked timeouts (part of their operation) are not counted
     ops_in_flight: int
     #: SQEs handed to the kernel in this run, by opcode name
     submitted: dict[str, int]
@@ -176,7 +183,8 @@ class UringIOManager:
         self._thread_name = threading.current_thread().name
         # memory registered with the ring (provided buffers): freed after it
         self._keep_until_closed: list[Any] = []
-        self._buffer_ring: Any = None
+        self._buffer_ring: Any = None  # _multishot.BufferRing, made on first use
+        self._direct_slots: Any = None  # _chain.DirectSlots, made on first use
         self._clock: trio.abc.Clock | None = None
         _inspect.LIVE_MANAGERS.add(self)
 
@@ -297,6 +305,7 @@ class UringIOManager:
         buf_index: int = 0,
         file_index: int = 0,
         closing_fd: int | None = None,
+        fd2: int = -1,
         ioprio: int = 0,
         sqe_flags: int = 0,
     ) -> int:
@@ -308,7 +317,8 @@ class UringIOManager:
         op's own CQE: -ECANCELED raises Cancelled, any other result is
         delivered (it happened) and Cancelled surfaces at the next
         checkpoint.  A negative result other than that raises OSError.
-        ``keep`` is referenced until the final CQE, whatever happens to the
+        ``fd2`` names a second file whose ``notify_closing`` cancels the op
+        too.  ``keep`` is referenced until the final CQE, whatever happens to the
         task.  Under a finite deadline on trio's real clock the SQE is linked
         to a LINK_TIMEOUT so the kernel enforces it too.  ``notify_closing``
         of ``closing_fd`` (default: ``fd``, when it is a real fd) cancels the
@@ -337,6 +347,9 @@ class UringIOManager:
         if watched >= 0:
             self._fd_ops.setdefault(watched, set()).add(op)
             op.watched = watched
+        if fd2 >= 0 and fd2 != watched:  # a second file (splice/tee source)
+            self._fd_ops.setdefault(fd2, set()).add(op)
+            op.watched2 = fd2
         self._prep_native(op, task)
 
         def abort(raise_cancel: Any) -> Abort:
@@ -389,6 +402,99 @@ class UringIOManager:
         self._prep_native(op, None)
         return op
 
+    async def submit_chain(
+        self, steps: list[tuple[int, ...]], keep: object = None, *, hard: bool = False
+    ) -> list[int]:
+        """Submit linked SQEs in one go; return every step's CQE result.
+
+        Each step is ``(opcode, fd, addr, length, offset, op_flags,
+        sqe_flags, file_index)``.  Steps are linked with IOSQE_IO_LINK (or
+        IO_HARDLINK with ``hard``: later steps run even if one fails; a step
+        whose sqe_flags already carry a link flag keeps its own): the
+        kernel starts step n+1 only after step n completed; with IO_LINK a
+        failed step makes every later one complete with -ECANCELED.
+
+        Cancellation, as for one op: before submission the whole chain is
+        un-queued (Cancelled, nothing happened); in flight every unfinished
+        step gets ASYNC_CANCEL and the CQEs decide -- if every step says
+        -ECANCELED, Cancelled is raised; if any step happened, the results
+        are returned (Cancelled comes at the next checkpoint).  No linked
+        timeout: a deadline cancels the chain like a cancel scope does.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if not steps:
+            return []
+        task = current_task()
+        ring = self._ring
+        if ring.sq_free() < len(steps):
+            ring.flush()  # the chain must sit in one submission
+        link = _ring.IOSQE_IO_HARDLINK if hard else _ring.IOSQE_IO_LINK
+        results: list[int | None] = [None] * len(steps)
+        ops: list[Op] = []
+        state: dict[str, Any] = {"left": len(steps), "raise_cancel": None}
+
+        def done(op: Op, res: int, flags: int) -> None:
+            results[op.position_in_chain] = res
+            self._finish(op)
+            state["left"] -= 1
+            if state["left"] or op.task is None:
+                return
+            owner = op.task
+            for o in ops:
+                o.task = None
+            raise_cancel = state["raise_cancel"]
+            final = [r if r is not None else -_errno.ECANCELED for r in results]
+            if raise_cancel is not None and all(r == -_errno.ECANCELED for r in final):
+                reschedule(owner, outcome.capture(raise_cancel))
+            else:
+                reschedule(owner, outcome.Value(final))
+
+        for i, (
+            opcode,
+            fd,
+            addr,
+            length,
+            offset,
+            op_flags,
+            sqe_flags,
+            file_index,
+        ) in enumerate(steps):
+            ud = self._next_ud
+            self._next_ud = ud + 1
+            op = self._ops[ud] = Op(ud, opcode, fd, task)
+            op.callback = done
+            op.keep = keep
+            op.started = time.monotonic()
+            op.position_in_chain = i
+            if fd >= 0 and not sqe_flags & _IOSQE_FIXED_FILE:
+                self._fd_ops.setdefault(fd, set()).add(op)
+                op.watched = fd
+            if i < len(steps) - 1 and not sqe_flags & _ANY_LINK:
+                sqe_flags |= link  # a step may choose its own link kind
+            flags = sqe_flags if i < len(steps) - 1 else sqe_flags & ~_ANY_LINK
+            op.position = ring.prep(
+                opcode, fd, addr, length, offset, op_flags, ud, flags, 0, file_index
+            )
+            ops.append(op)
+
+        def abort(raise_cancel: Any) -> Abort:
+            if ring.is_queued(ops[0].position, ops[0].ud):
+                for o in ops:  # the whole chain is still ours: un-queue it
+                    ring.unprep(o.position, o.ud)
+                    o.position = -1
+                    o.task = None
+                    self._finish(o)
+                return Abort.SUCCEEDED
+            state["raise_cancel"] = raise_cancel
+            for o in ops:
+                if results[o.position_in_chain] is None:
+                    o.position = -1
+                    self._cancel_in_kernel(o)
+            return Abort.FAILED
+
+        final: list[int] = await wait_task_rescheduled(abort)
+        return final
+
     def cancel_op(self, op: Op) -> None:
         """Stop a (multishot) op: un-queue it or ASYNC_CANCEL it."""
         self._cancel_in_kernel(op)
@@ -438,6 +544,7 @@ class UringIOManager:
         if op.position < 0 or not self._ring.unprep(op.position, op.ud):
             return False
         op.position = -1
+        op.keep = None  # a NOP touches no memory
         link = op.link
         if link is not None and link.position >= 0:
             self._ring.unprep(link.position, link.ud)
@@ -445,15 +552,20 @@ class UringIOManager:
         return True
 
     def _finish(self, op: Op) -> None:
-        fd_ops = self._fd_ops.get(op.watched)
-        if fd_ops is not None:
-            fd_ops.discard(op)
-            if not fd_ops:
-                del self._fd_ops[op.watched]
+        for fd in (op.watched, op.watched2):
+            fd_ops = self._fd_ops.get(fd)
+            if fd_ops is not None:
+                fd_ops.discard(op)
+                if not fd_ops:
+                    del self._fd_ops[fd]
 
     def _native_done(self, op: Op, res: int, flags: int) -> None:
         op.position = -1
         op.link = None
+        if res in _INTERRUPTED and (op.cancel_sent or op.closed or op.deadline != _INF):
+            # Work the kernel ran in an io-wq worker is stopped by a signal
+            # when cancelled: it reports a restart code, not -ECANCELED.
+            res = -_errno.ECANCELED
         task = op.task
         if task is None:  # un-queued or abandoned: nobody waits
             self._finish(op)
@@ -679,6 +791,14 @@ class UringIOManager:
         if raise_at_end:
             raise exc
 
+    def _count_in_flight(self) -> int:
+        internal = self._internal_ops()
+        return sum(
+            1
+            for op in list(self._ops.values())
+            if op.opcode != _ring.OP_LINK_TIMEOUT and op not in internal
+        )
+
     def _internal_ops(self) -> set[Op]:
         """Ops the manager runs for itself (wake-up read, epoll assist)."""
         ops = {self._wake_op}
@@ -700,7 +820,7 @@ class UringIOManager:
         return UringStatistics(
             tasks_waiting_read=reading,
             tasks_waiting_write=writing,
-            ops_in_flight=len(self._ops) - (self._wake_op.ud in self._ops),
+            ops_in_flight=self._count_in_flight(),
             submitted=ring.submitted_counts(),
             enters=ring.enters,
             setup_flags=tuple(ring.setup_flag_names),

@@ -49,12 +49,14 @@ class Op:
         "opcode",
         "parked",
         "position",
+        "position_in_chain",
         "raise_cancel",
         "reading",
         "started",
         "task",
         "ud",
         "watched",
+        "watched2",
     )
 
     def __init__(self, ud: int, opcode: int, fd: int, task: Task | None) -> None:
@@ -76,6 +78,8 @@ class Op:
         self.deadline = float("inf")  # trio deadline of its linked timeout
         self.started = 0.0  # time.monotonic() at submission
         self.watched = -1  # the fd whose notify_closing cancels it
+        self.watched2 = -1  # a second such fd (splice/tee source)
+        self.position_in_chain = 0  # its index in a linked chain
         self.on_close: Callable[[], None] | None = None  # multishot owner hook
 
     def __repr__(self) -> str:

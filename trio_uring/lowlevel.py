@@ -6,9 +6,32 @@ Everything here needs trio running on io_uring (``trio_uring.run`` or
 
 from __future__ import annotations
 
+from ._chain import read_file
 from ._inspect import InflightOp, format_table, install_dump_signal
 from ._multishot import MultishotAcceptor, MultishotReceiver
 from ._native import current_manager
+from ._ops_file import (
+    close,
+    fallocate,
+    fdatasync,
+    fsync,
+    ftruncate,
+    linkat,
+    mkdirat,
+    openat,
+    openat2,
+    read,
+    readinto,
+    readv,
+    renameat,
+    splice,
+    statx,
+    symlinkat,
+    tee,
+    unlinkat,
+    write,
+    writev,
+)
 from ._ops_socket import (
     accept,
     connect,
@@ -31,23 +54,44 @@ __all__ = [
     "MultishotAcceptor",
     "MultishotReceiver",
     "accept",
+    "close",
     "connect",
     "current_manager",
+    "fallocate",
+    "fdatasync",
     "format_table",
+    "fsync",
+    "ftruncate",
     "inflight",
     "install_dump_signal",
+    "linkat",
+    "mkdirat",
     "nop",
+    "openat",
+    "openat2",
     "poll",
+    "read",
+    "read_file",
+    "readinto",
+    "readv",
     "recv",
     "recv_into",
     "recvfrom",
     "recvmsg",
+    "renameat",
     "send",
     "sendmsg",
     "sendto",
     "shutdown",
     "socket",
+    "splice",
+    "statx",
+    "symlinkat",
+    "tee",
     "timeout",
+    "unlinkat",
+    "write",
+    "writev",
 ]
 
 
