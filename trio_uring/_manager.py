@@ -86,6 +86,8 @@ _CQE_F_MORE = _ring.CQE_F_MORE
 _POLLIN = _ring.POLLIN
 _POLLOUT = _ring.POLLOUT
 _prep_poll = lib.tu_prep_poll
+_tu_prep = lib.tu_prep
+_checkpoint_if_cancelled = trio.lowlevel.checkpoint_if_cancelled
 _INF = float("inf")
 _IOSQE_FIXED_FILE = 1 << 0
 _ANY_LINK = _ring.IOSQE_IO_LINK | _ring.IOSQE_IO_HARDLINK
@@ -186,6 +188,8 @@ class UringIOManager:
         self._buffer_ring: Any = None  # _multishot.BufferRing, made on first use
         self._direct_slots: Any = None  # _chain.DirectSlots, made on first use
         self._clock: trio.abc.Clock | None = None
+        # the run's clock if it is trio's real one, False if not, None: unknown
+        self._real_clock: Any = None
         _inspect.LIVE_MANAGERS.add(self)
 
     # ------------------------------------------------------------------ ops
@@ -325,32 +329,41 @@ class UringIOManager:
         op with ClosedResourceError; pass -1 for ops whose fd field is not a
         file (IORING_OP_SOCKET puts the address family there).
         """
-        await trio.lowlevel.checkpoint_if_cancelled()
+        await _checkpoint_if_cancelled()
         task = current_task()
         ud = self._next_ud
         self._next_ud = ud + 1
         op = self._ops[ud] = Op(ud, opcode, fd, task)
         op.callback = self._native_done
         op.keep = keep
-        op.args = (
-            addr,
-            length,
-            offset,
-            op_flags,
-            buf_index,
-            file_index,
-            ioprio,
-            sqe_flags,
-        )
-        op.started = time.monotonic()
+        op.started = _monotonic()
         watched = fd if closing_fd is None else closing_fd
         if watched >= 0:
-            self._fd_ops.setdefault(watched, set()).add(op)
+            fd_ops = self._fd_ops.get(watched)
+            if fd_ops is None:
+                fd_ops = self._fd_ops[watched] = set()
+            fd_ops.add(op)
             op.watched = watched
         if fd2 >= 0 and fd2 != watched:  # a second file (splice/tee source)
             self._fd_ops.setdefault(fd2, set()).add(op)
             op.watched2 = fd2
-        self._prep_native(op, task)
+        _, ns = self._deadline_ns(task)
+        if ns < 0:
+            # the common case, inline: one SQE, no linked timeout
+            op.args = (addr, length, offset, op_flags, buf_index, file_index, ioprio,
+                       sqe_flags)  # fmt: skip
+            pos = _tu_prep(
+                self._ringp, opcode, sqe_flags, fd, addr, length, offset, op_flags,
+                ud, buf_index, file_index, ioprio,
+            )  # fmt: skip
+            op.position = pos if pos >= 0 else self._ring.prep(
+                opcode, fd, addr, length, offset, op_flags, ud, sqe_flags,
+                buf_index, file_index, ioprio,
+            )  # fmt: skip
+        else:
+            op.args = (addr, length, offset, op_flags, buf_index, file_index, ioprio,
+                       sqe_flags)  # fmt: skip
+            self._prep_native(op, task)
 
         def abort(raise_cancel: Any) -> Abort:
             if op.parked or self._unqueue(op):
@@ -505,9 +518,14 @@ class UringIOManager:
 
     def _deadline_ns(self, task: Task) -> tuple[float, int]:
         """(trio deadline, ns from now) for a linked timeout, or (inf, -1)."""
-        clock = trio.lowlevel.current_clock()
-        if type(clock) is not _SystemClock:
-            return _INF, -1  # virtual time (MockClock): trio keeps the deadline
+        clock = self._real_clock
+        if clock is None:
+            clock = trio.lowlevel.current_clock()
+            if type(clock) is not _SystemClock:
+                clock = False  # virtual time (MockClock): trio keeps deadlines
+            self._real_clock = clock
+        if clock is False:
+            return _INF, -1
         status = task._cancel_status
         deadline = status.effective_deadline() if status is not None else _INF
         if deadline == _INF:

@@ -36,51 +36,33 @@ def _no_callback(op: Op, res: int, flags: int) -> None:
 
 
 class Op:
-    __slots__ = (
-        "args",
-        "callback",
-        "cancel_sent",
-        "closed",
-        "deadline",
-        "fd",
-        "keep",
-        "link",
-        "on_close",
-        "opcode",
-        "parked",
-        "position",
-        "position_in_chain",
-        "raise_cancel",
-        "reading",
-        "started",
-        "task",
-        "ud",
-        "watched",
-        "watched2",
-    )
+    """One SQE's state.  Rarely-set fields are class-level defaults, so the
+    hot path only pays for the four it always needs."""
+
+    # native (kernel-executed) operations only:
+    args: tuple[int, ...] = ()  # SQE fields, kept for a resubmission
+    raise_cancel: Callable[[], Any] | None = None  # trio cancelled it
+    closed = False  # notify_closing cancelled it
+    parked = False  # its linked timeout fired; not in the kernel now
+    link: Op | None = None  # its LINK_TIMEOUT, while queued
+    deadline = float("inf")  # trio deadline of its linked timeout
+    started = 0.0  # time.monotonic() at submission
+    watched = -1  # the fd whose notify_closing cancels it
+    watched2 = -1  # a second such fd (splice/tee source)
+    position_in_chain = 0  # its index in a linked chain
+    on_close: Callable[[], None] | None = None  # multishot owner hook
+    # every op:
+    position = -1
+    cancel_sent = False
+    reading = False
+    keep: Any = None
+    callback: Callable[[Op, int, int], None] = staticmethod(_no_callback)
 
     def __init__(self, ud: int, opcode: int, fd: int, task: Task | None) -> None:
         self.ud = ud
         self.opcode = opcode
         self.fd = fd
         self.task = task
-        self.position = -1
-        self.cancel_sent = False
-        self.reading = False
-        self.keep: Any = None
-        self.callback: Callable[[Op, int, int], None] = _no_callback
-        # native (kernel-executed) operations only:
-        self.args: tuple[int, ...] = ()  # SQE fields, kept for a resubmission
-        self.raise_cancel: Callable[[], Any] | None = None  # trio cancelled it
-        self.closed = False  # notify_closing cancelled it
-        self.parked = False  # its linked timeout fired; not in the kernel now
-        self.link: Op | None = None  # its LINK_TIMEOUT, while queued
-        self.deadline = float("inf")  # trio deadline of its linked timeout
-        self.started = 0.0  # time.monotonic() at submission
-        self.watched = -1  # the fd whose notify_closing cancels it
-        self.watched2 = -1  # a second such fd (splice/tee source)
-        self.position_in_chain = 0  # its index in a linked chain
-        self.on_close: Callable[[], None] | None = None  # multishot owner hook
 
     def __repr__(self) -> str:
         return f"<Op ud={self.ud} opcode={self.opcode} fd={self.fd} task={self.task!r}>"
