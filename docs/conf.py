@@ -34,7 +34,7 @@ if HAVE_MYST:
 
 source_suffix = {".rst": "restructuredtext"}
 root_doc = "index"
-exclude_patterns = ["_build", "requirements.txt"]
+exclude_patterns = ["_build", "requirements.txt", "_echo_results.rst"]
 
 # Unresolved cross-references to trio, the stdlib and typing would each be a
 # warning without intersphinx, so nitpicky stays off.

@@ -173,6 +173,18 @@ class _Multishot:
         if self._op is not None:
             self._manager.cancel_op(self._op)
 
+    async def _wait_final(self) -> None:
+        """After _stop(): until the kernel's final CQE for the op arrived."""
+        while self._op is not None:
+            with trio.CancelScope(shield=True):
+                self._waiter = current_task()
+
+                def abort(_: Any) -> Abort:
+                    self._waiter = None
+                    return Abort.SUCCEEDED
+
+                await wait_task_rescheduled(abort)
+
 
 class MultishotAcceptor(_Multishot):
     """Accept connections with one multishot ``IORING_OP_ACCEPT``.
@@ -232,8 +244,13 @@ class MultishotAcceptor(_Multishot):
             raise
 
     async def aclose(self) -> None:
-        """Stop accepting; close connections accepted but never taken."""
+        """Stop accepting; close connections accepted but never taken.
+
+        Waits for the kernel to confirm the multishot ended, so no connection
+        is accepted by it after this returns.
+        """
         self._stop()
+        await self._wait_final()
         while self._fds:
             os.close(self._fds.popleft())
         await trio.lowlevel.checkpoint()
@@ -317,15 +334,7 @@ class MultishotReceiver(_Multishot):
         be taken from the socket after this returns.
         """
         self._stop()
-        while self._op is not None:
-            with trio.CancelScope(shield=True):
-                self._waiter = current_task()
-
-                def abort(_: Any) -> Abort:
-                    self._waiter = None
-                    return Abort.SUCCEEDED
-
-                await wait_task_rescheduled(abort)
+        await self._wait_final()
         rest = b"".join(self._chunks)
         self._chunks.clear()
         return rest
