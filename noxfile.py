@@ -162,11 +162,19 @@ def conformance(session: nox.Session) -> None:
 
 @nox.session(python=NEWEST_PYTHON)
 def bench(session: nox.Session) -> None:
-    """bench/echo.py with its defaults (pass options after --)."""
+    """Every benchmark with its defaults, or ``nox -s bench -- SCRIPT [ARGS]``.
+
+    Peers that do not install on this Python (uvloop, uringio) are skipped
+    by the scripts with a line saying so.
+    """
     session.install(".")
     if (HERE / "bench" / "requirements.txt").exists():
         session.install("-r", "bench/requirements.txt")
-    session.run("python", "bench/echo.py", *session.posargs)
+    if session.posargs:
+        session.run("python", *session.posargs)
+        return
+    for script in ("echo.py", "timeouts.py", "file_read.py", "setup_flags.py"):
+        session.run("python", f"bench/{script}")
 
 
 @nox.session(python=NEWEST_PYTHON)

@@ -41,14 +41,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.metadata
 import importlib.util
 import json
 import os
-import platform
 import selectors
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -57,7 +54,28 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-BENCH_DIR = Path(__file__).resolve().parent
+from _common import (
+    BENCH_DIR,
+    BenchError,
+    Layout,
+    add_round_options,
+    alternate,
+    command_text,
+    error,
+    int_list,
+    loadavg,
+    loadavg_line,
+    machine_info,
+    machine_line,
+    median,
+    new_parser,
+    pinned,
+    ratio_table,
+    spread,
+    summarize_blocks,
+    write_json,
+)
+
 LOADGEN_SRC = BENCH_DIR / "loadgen.c"
 BUILD_DIR = BENCH_DIR / ".build"
 LOADGEN_BIN = BUILD_DIR / "loadgen"
@@ -67,10 +85,7 @@ SERVER_START_TIMEOUT_S = 20.0
 SERVER_STOP_TIMEOUT_S = 10.0
 LOADGEN_CONNECT_BOUND_S = 5.0  # loadgen's own connect deadline
 LOADGEN_SLACK_S = 15.0
-
-
-class BenchError(Exception):
-    """A run failed; the message says which and why."""
+LAYOUT = Layout(name="backend", names="backends", group="conns")
 
 
 # --------------------------------------------------------------------------
@@ -143,7 +158,7 @@ BACKENDS: dict[str, Backend] = {
 
 
 # --------------------------------------------------------------------------
-# Build and machine info
+# Build
 
 
 def build_loadgen() -> Path:
@@ -165,47 +180,6 @@ def build_loadgen() -> Path:
     return LOADGEN_BIN
 
 
-def _first_line(argv: Sequence[str]) -> str:
-    try:
-        out = subprocess.run(
-            argv, capture_output=True, text=True, check=False, timeout=10
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.splitlines()[0].strip() if out.strip() else "unknown"
-
-
-def _dist_version(name: str) -> str:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def machine_info() -> dict[str, Any]:
-    cpu_model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    git = _first_line(["git", "-C", str(BENCH_DIR), "describe", "--always", "--dirty"])
-    return {
-        "kernel": platform.release(),
-        "cpu_model": cpu_model,
-        "nproc": os.cpu_count(),
-        "usable_cpus": sorted(os.sched_getaffinity(0)),
-        "python": platform.python_version(),
-        "python_impl": platform.python_implementation(),
-        "trio": _dist_version("trio"),
-        "trio_uring": _dist_version("trio-uring"),
-        "compiler": _first_line([os.environ.get("CC", "gcc"), "--version"]),
-        "git_commit": git,
-    }
-
-
 # --------------------------------------------------------------------------
 # One run
 
@@ -218,16 +192,6 @@ class Settings:
     warmup: float
     server_cpus: frozenset[int] | None
     loadgen_cpus: frozenset[int] | None
-
-
-def _pinned(cpus: frozenset[int] | None) -> Callable[[], None] | None:
-    if cpus is None:
-        return None
-
-    def pin() -> None:  # runs in the child between fork and exec
-        os.sched_setaffinity(0, cpus)
-
-    return pin
 
 
 def _tail(path: Path, limit: int = 3000) -> str:
@@ -294,7 +258,7 @@ def run_once(
             stdout=subprocess.PIPE,
             stderr=stderr_file,
             text=True,
-            preexec_fn=_pinned(s.server_cpus),  # the driver is single-threaded
+            preexec_fn=pinned(s.server_cpus),  # the driver is single-threaded
         )
     try:
         port = _read_port(proc, stderr_path)
@@ -315,7 +279,7 @@ def run_once(
                 text=True,
                 check=False,
                 timeout=timeout,
-                preexec_fn=_pinned(s.loadgen_cpus),
+                preexec_fn=pinned(s.loadgen_cpus),
             )
         except subprocess.TimeoutExpired as exc:
             raise BenchError(f"loadgen did not finish within {timeout:.0f} s") from exc
@@ -356,10 +320,6 @@ def run_once(
 # Summary
 
 
-def _median(xs: Sequence[float]) -> float:
-    return statistics.median(xs) if xs else float("nan")
-
-
 def comparisons(names: Sequence[str], baseline: str) -> list[tuple[str, str]]:
     """(backend, reference) pairs to report a ratio for."""
     pairs: list[tuple[str, str]] = []
@@ -374,45 +334,25 @@ def comparisons(names: Sequence[str], baseline: str) -> list[tuple[str, str]]:
 def summarize(
     runs: list[dict[str, Any]], names: Sequence[str], baseline: str
 ) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for conns in sorted({r["conns"] for r in runs}):
-        rows = [r for r in runs if r["conns"] == conns]
-        by_round: dict[int, dict[str, float]] = {}
-        for r in rows:
-            by_round.setdefault(r["round"], {})[r["backend"]] = r["msgs_per_s"]
-        backends: dict[str, Any] = {}
-        for name in names:
-            mine = [r for r in rows if r["backend"] == name]
-            rates = [r["msgs_per_s"] for r in mine]
-            ops = [r["ops_per_msg"] for r in mine if "ops_per_msg" in r]
-            backends[name] = {
-                "msgs_per_s": rates,
-                "median_msgs_per_s": _median(rates),
-                "min_msgs_per_s": min(rates, default=float("nan")),
-                "max_msgs_per_s": max(rates, default=float("nan")),
-                "median_p50_us": _median([r["p50_us"] for r in mine]),
-                "median_p99_us": _median([r["p99_us"] for r in mine]),
-                "median_ops_per_msg": _median(ops) if ops else None,
-            }
-        ratios: list[dict[str, Any]] = []
-        for name, ref in comparisons(names, baseline):
-            per_round = [
-                v[name] / v[ref]
-                for v in by_round.values()
-                if name in v and ref in v and v[ref] > 0
-            ]
-            ratios.append(
-                {
-                    "backend": name,
-                    "reference": ref,
-                    "per_round": per_round,
-                    "median": _median(per_round),
-                    "min": min(per_round, default=float("nan")),
-                    "max": max(per_round, default=float("nan")),
-                }
-            )
-        out.append({"conns": conns, "backends": backends, "ratios": ratios})
-    return out
+    def stats(mine: list[dict[str, Any]]) -> dict[str, Any]:
+        rates = [r["msgs_per_s"] for r in mine]
+        ops = [r["ops_per_msg"] for r in mine if "ops_per_msg" in r]
+        return {
+            "msgs_per_s": rates,
+            **spread(rates, "_msgs_per_s"),
+            "median_p50_us": median([r["p50_us"] for r in mine]),
+            "median_p99_us": median([r["p99_us"] for r in mine]),
+            "median_ops_per_msg": median(ops) if ops else None,
+        }
+
+    return summarize_blocks(
+        LAYOUT,
+        runs,
+        names,
+        lambda r: r["msgs_per_s"],
+        stats,
+        comparisons(names, baseline),
+    )
 
 
 def markdown(
@@ -421,15 +361,11 @@ def markdown(
     lines = [
         "## Echo benchmark",
         "",
-        f"- machine: kernel {machine['kernel']}, {machine['cpu_model']}, "
-        f"nproc {machine['nproc']}, Python {machine['python']}, "
-        f"trio {machine['trio']}, trio-uring {machine['trio_uring']}",
+        machine_line(machine, git=False),
         f"- settings: {settings['rounds']} rounds x {settings['seconds']:g} s "
         f"(+{settings['warmup']:g} s warmup), {settings['msg_size']} B messages, "
         f"one in flight per connection; {settings['pinning']}",
-        f"- load average (1 min) before/after: "
-        f"{machine['loadavg_start'][0]:.2f} / {machine['loadavg_end'][0]:.2f} "
-        f"(includes this benchmark; a high value before means other work ran)",
+        loadavg_line(machine),
         f"- command: `{settings['command']}`",
         "",
         "| conns | backend | msgs/s (median) | min | max | us/msg | "
@@ -447,18 +383,7 @@ def markdown(
                 f"{b['median_p50_us']:.1f} | {b['median_p99_us']:.1f} | "
                 f"{'-' if ops is None else f'{ops:.2f}'} |"
             )
-    if any(block["ratios"] for block in summary):
-        lines += [
-            "",
-            "| conns | ratio | median of per-round ratios | min | max |",
-            "|---:|---|---:|---:|---:|",
-        ]
-        for block in summary:
-            for r in block["ratios"]:
-                lines.append(
-                    f"| {block['conns']} | {r['backend']} / {r['reference']} | "
-                    f"{r['median']:.3f} | {r['min']:.3f} | {r['max']:.3f} |"
-                )
+    lines += ratio_table(LAYOUT, summary)
     lines += [
         "",
         "us/msg = 1e6 / median msgs/s: with many connections the server's CPU is",
@@ -470,16 +395,6 @@ def markdown(
 
 # --------------------------------------------------------------------------
 # CLI
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a list of integers: {text!r}") from exc
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"need positive integers: {text!r}")
-    return values
 
 
 def _backend_list(text: str) -> list[str]:
@@ -513,10 +428,7 @@ def _cpu_plan(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="TCP echo benchmark: trio on epoll vs io_uring",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    parser = new_parser("TCP echo benchmark: trio on epoll vs io_uring")
     parser.add_argument(
         "--backends",
         type=_backend_list,
@@ -527,10 +439,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--baseline", help="backend every other one is compared with (default: first)"
     )
-    parser.add_argument("--conns", type=_int_list, default=[1, 100])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--seconds", type=float, default=3.0, help="per run")
-    parser.add_argument("--warmup", type=float, default=1.0, help="per run")
+    parser.add_argument("--conns", type=int_list, default=[1, 100])
+    add_round_options(parser, warmup=1.0)
     parser.add_argument("--msg-size", type=int, default=64, help="bytes")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument(
@@ -582,33 +492,29 @@ def main(argv: list[str] | None = None) -> int:
     try:
         loadgen = build_loadgen()
     except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return error(exc)
     machine = machine_info()
-    machine["loadavg_start"] = list(os.getloadavg())
-    runs: list[dict[str, Any]] = []
+    machine["loadavg_start"] = loadavg()
     with tempfile.TemporaryDirectory(prefix="trio-uring-bench-") as tmp:
         try:
-            for conns in args.conns:
-                for rnd in range(1, args.rounds + 1):
-                    for name in names:
-                        r = run_once(
-                            BACKENDS[name], conns, loadgen, settings, Path(tmp)
-                        )
-                        r.update(backend=name, round=rnd)
-                        runs.append(r)
-                        print(
-                            f"conns={conns} round {rnd}/{args.rounds} {name:>14}: "
-                            f"{r['msgs_per_s']:>10,.0f} msgs/s  "
-                            f"p50 {r['p50_us']:.1f} us  p99 {r['p99_us']:.1f} us",
-                            file=sys.stderr,
-                            flush=True,
-                        )
+            runs = alternate(
+                LAYOUT,
+                names,
+                args.rounds,
+                lambda name, conns: run_once(
+                    BACKENDS[name], conns, loadgen, settings, Path(tmp)
+                ),
+                lambda r: (
+                    f"{r['msgs_per_s']:>10,.0f} msgs/s  "
+                    f"p50 {r['p50_us']:.1f} us  p99 {r['p99_us']:.1f} us"
+                ),
+                groups=args.conns,
+                width=14,
+            )
         except BenchError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
+            return error(exc)
 
-    machine["loadavg_end"] = list(os.getloadavg())
+    machine["loadavg_end"] = loadavg()
     summary = summarize(runs, names, baseline)
     settings_info = {
         "backends": names,
@@ -620,22 +526,10 @@ def main(argv: list[str] | None = None) -> int:
         "msg_size": args.msg_size,
         "host": args.host,
         "pinning": pinning,
-        "command": " ".join(["python", sys.argv[0], *(argv or sys.argv[1:])]),
+        "command": command_text(argv),
     }
     print(markdown(summary, machine, settings_info))
-    if args.json:
-        args.json.write_text(
-            json.dumps(
-                {
-                    "machine": machine,
-                    "settings": settings_info,
-                    "summary": summary,
-                    "runs": runs,
-                },
-                indent=2,
-            )
-            + "\n"
-        )
+    write_json(args.json, machine, settings_info, summary, runs)
     return 0
 
 

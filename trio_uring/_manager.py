@@ -87,6 +87,8 @@ _POLLIN = _ring.POLLIN
 _POLLOUT = _ring.POLLOUT
 _prep_poll = lib.tu_prep_poll
 _tu_prep = lib.tu_prep
+_tu_unprep = lib.tu_unprep
+_OP_ASYNC_CANCEL = _ring.OP_ASYNC_CANCEL
 _checkpoint_if_cancelled = trio.lowlevel.checkpoint_if_cancelled
 _INF = float("inf")
 _IOSQE_FIXED_FILE = 1 << 0
@@ -165,6 +167,11 @@ class UringIOManager:
             guest = self._claimed == "guest" or _install.called_from_start_guest_run()
         self._ring = Ring(guest=guest)
         self._ringp = self._ring.ptr
+        self._cancel_sqe_flags = (
+            _ring.IOSQE_CQE_SKIP_SUCCESS
+            if self._ring.features & _ring.FEAT_CQE_SKIP
+            else 0
+        )
         self._ops: dict[int, Op] = {}
         self._next_ud = 2  # 0: CQEs we ignore (cancel requests); 1: spare
         self._waiters: dict[int, _FdWaiters] = {}
@@ -202,17 +209,24 @@ class UringIOManager:
 
     def _cancel_in_kernel(self, op: Op) -> None:
         """Make sure ``op`` stops: un-queue it, or ask the kernel to cancel it."""
-        if self._assisted.get(op.fd) is op:
+        if self._assisted and self._assisted.get(op.fd) is op:
             self._unassist(op.fd)
-        if op.ud not in self._ops:
+        ud = op.ud
+        if ud not in self._ops:
             return  # no kernel operation left for it
-        if op.position >= 0 and self._ring.unprep(op.position, op.ud):
+        if op.position >= 0 and _tu_unprep(self._ringp, op.position, ud) == 0:
             op.position = -1
+            op.keep = None  # a NOP touches no memory
             return
         op.position = -1
         if not op.cancel_sent:
             op.cancel_sent = True
-            self._ring.prep(_ring.OP_ASYNC_CANCEL, -1, addr=op.ud, user_data=0)
+            # user_data 0: its own CQE is ignored -- and skipped altogether
+            # when it succeeds, where the kernel can (IOSQE_CQE_SKIP_SUCCESS)
+            flags = self._cancel_sqe_flags
+            if _tu_prep(self._ringp, _OP_ASYNC_CANCEL, flags, -1, ud, 0, 0, 0,
+                        0, 0, 0, 0) < 0:  # fmt: skip
+                self._ring.prep(_OP_ASYNC_CANCEL, -1, addr=ud, sqe_flags=flags)
 
     # --------------------------------------------------------------- wakeup
     def _arm_wakeup(self) -> None:
