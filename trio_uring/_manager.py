@@ -89,6 +89,7 @@ _prep_poll = lib.tu_prep_poll
 _tu_prep = lib.tu_prep
 _tu_unprep = lib.tu_unprep
 _OP_ASYNC_CANCEL = _ring.OP_ASYNC_CANCEL
+_OP_POLL_ADD = _ring.OP_POLL_ADD
 _checkpoint_if_cancelled = trio.lowlevel.checkpoint_if_cancelled
 _INF = float("inf")
 _IOSQE_FIXED_FILE = 1 << 0
@@ -647,7 +648,12 @@ class UringIOManager:
         ep.unregister(fd)
         self._checked_fds.add(fd)
 
-    async def _wait_poll(self, fd: FdLike, reading: bool) -> None:
+    def _arm_wait(self, fd: FdLike, reading: bool) -> Callable[[Any], Abort]:
+        """Start waiting for ``fd``: queue the POLL_ADD, return the abort fn.
+
+        A plain function, so wait_readable/wait_writable each add only the
+        one await of wait_task_rescheduled to the hot path.
+        """
         if type(fd) is not int:
             fd = fd.fileno()  # type: ignore[union-attr]
         waiters = self._waiters.get(fd)
@@ -661,40 +667,40 @@ class UringIOManager:
             )
         ud = self._next_ud
         self._next_ud = ud + 1
-        op = self._ops[ud] = Op(ud, _ring.OP_POLL_ADD, fd, current_task())
+        op = self._ops[ud] = Op(ud, _OP_POLL_ADD, fd, current_task())
         op.callback = self._poll_done
-        op.reading = reading
         op.started = _monotonic()
-        pos = _prep_poll(self._ringp, fd, _POLLIN if reading else _POLLOUT, ud)
-        op.position = (
-            pos
-            if pos >= 0
-            else self._ring.prep_poll(fd, _POLLIN if reading else _POLLOUT, ud)
-        )
         if reading:
+            op.reading = True
             waiters.read = op
+            pos = _prep_poll(self._ringp, fd, _POLLIN, ud)
         else:
             waiters.write = op
+            pos = _prep_poll(self._ringp, fd, _POLLOUT, ud)
+        op.position = pos if pos >= 0 else self._ring.prep_poll(
+            fd, _POLLIN if reading else _POLLOUT, ud
+        )  # fmt: skip
 
         def abort(_: Any) -> Abort:
             self._detach(op)
             self._cancel_in_kernel(op)
             return Abort.SUCCEEDED
 
-        await wait_task_rescheduled(abort)
+        return abort
 
     def _detach(self, op: Op) -> None:
-        """Forget ``op`` as its fd's waiter; it no longer wakes anybody."""
+        """Forget ``op`` as its fd's waiter; it no longer wakes anybody.
+
+        The fd's _FdWaiters entry stays (it is reused by the next wait and
+        dropped by notify_closing), which saves an allocation per wait.
+        """
         op.task = None
         waiters = self._waiters.get(op.fd)
-        if waiters is None:
-            return
-        if waiters.read is op:
-            waiters.read = None
-        elif waiters.write is op:
-            waiters.write = None
-        if waiters.read is None and waiters.write is None:
-            del self._waiters[op.fd]
+        if waiters is not None:
+            if waiters.read is op:
+                waiters.read = None
+            elif waiters.write is op:
+                waiters.write = None
 
     def _prep_poll(self, op: Op) -> None:
         op.position = self._ring.prep_poll(
@@ -759,7 +765,13 @@ class UringIOManager:
                 # waiter waits in our private epoll instead.
                 self._assist(op)
                 return
-            self._detach(op)
+            op.task = None  # _detach, inlined on the hot path
+            waiters = self._waiters.get(op.fd)
+            if waiters is not None:
+                if waiters.read is op:
+                    waiters.read = None
+                elif waiters.write is op:
+                    waiters.write = None
             reschedule(task)
             return
         self._detach(op)
@@ -772,14 +784,14 @@ class UringIOManager:
 
         Same contract as :func:`trio.lowlevel.wait_readable`.
         """
-        await self._wait_poll(fd, True)
+        await wait_task_rescheduled(self._arm_wait(fd, True))
 
     async def wait_writable(self, fd: FdLike) -> None:
         """Block until the kernel reports that ``fd`` is writable.
 
         Same contract as :func:`trio.lowlevel.wait_writable`.
         """
-        await self._wait_poll(fd, False)
+        await wait_task_rescheduled(self._arm_wait(fd, False))
 
     def notify_closing(self, fd: FdLike) -> None:
         """Wake ``fd``'s waiters with ClosedResourceError; cancel their kernel ops."""
