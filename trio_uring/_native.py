@@ -66,6 +66,17 @@ def check_size(n: int, what: str = "size") -> int:
     return n
 
 
+def check_flags(value: int, what: str = "flags") -> int:
+    """A flags or mode argument that must fit an SQE's 32-bit field."""
+    if not isinstance(value, int):
+        raise TypeError(f"{what} must be an integer, not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"negative {what}")
+    if value > 0xFFFFFFFF:
+        raise OverflowError(f"{what} does not fit in 32 bits")
+    return value
+
+
 def check_offset(offset: int | None) -> int:
     """None means: the file's current position (and advance it)."""
     if offset is None:

@@ -206,15 +206,7 @@ def _u32(fd: int) -> int:
     return fd & _U32
 
 
-def _check_flags(value: int, what: str) -> int:
-    """A flags or mode argument that must fit the SQE's 32-bit field."""
-    if not isinstance(value, int):
-        raise TypeError(f"{what} must be an integer, not {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"negative {what}")
-    if value > _U32:
-        raise OverflowError(f"{what} does not fit in 32 bits")
-    return value
+_check_flags = _native.check_flags
 
 
 def _check_position(value: object, what: str) -> int:

@@ -174,15 +174,7 @@ def _writable(buf: Any) -> tuple[Any, int, int]:
         ) from None
 
 
-def _check_flags(value: int, what: str = "flags") -> int:
-    """A flags argument that must fit the SQE's 32-bit field."""
-    if not isinstance(value, int):
-        raise TypeError(f"{what} must be an integer, not {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"negative {what}")
-    if value > _U32:
-        raise OverflowError(f"{what} does not fit in 32 bits")
-    return value
+_check_flags = _native.check_flags
 
 
 @contextlib.contextmanager
