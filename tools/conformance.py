@@ -464,6 +464,9 @@ def uring_sanity_check() -> str | None:
             capture_output=True,
             text=True,
             timeout=60,
+            # not the repository root, where the source tree (without the
+            # compiled _ring_ffi) would shadow the installed trio_uring
+            cwd=tempfile.gettempdir(),
         )
     except subprocess.TimeoutExpired:
         return "the sanity check timed out after 60 s"
