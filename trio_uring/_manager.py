@@ -88,6 +88,8 @@ _POLLOUT = _ring.POLLOUT
 _prep_poll = lib.tu_prep_poll
 _tu_prep = lib.tu_prep
 _tu_unprep = lib.tu_unprep
+_tu_wait = lib.tu_wait
+_HARVEST_BATCH = _ring.HARVEST_BATCH
 _OP_ASYNC_CANCEL = _ring.OP_ASYNC_CANCEL
 _OP_POLL_ADD = _ring.OP_POLL_ADD
 _checkpoint_if_cancelled = trio.lowlevel.checkpoint_if_cancelled
@@ -266,7 +268,14 @@ class UringIOManager:
             ns = min(int(timeout * 1e9), _WAKE_NS_LIMIT)
         else:
             start = ns = 0
-        ret = self._ring.wait(ns)
+        ring = self._ring
+        if ring._harvested or ring._backlog:
+            ret = ring.wait(ns)  # completions already out: hand those over
+        else:
+            # Ring.wait inlined: this is once per trio loop iteration
+            ret = _tu_wait(self._ringp, ns, ring._cqe_buf, _HARVEST_BATCH)
+            if ret > 0:
+                ring._harvested = ret
         if ret >= 0:
             return ret
         # io_uring_enter returns the number of SQEs it consumed even when
@@ -297,6 +306,12 @@ class UringIOManager:
         ops = self._ops
         cqes = ring.take()
         while True:
+            if len(cqes) == 3:  # the common single completion, without zip
+                ud, res, fl = cqes
+                op = ops.get(ud) if fl & _CQE_F_MORE else ops.pop(ud, None)
+                if op is not None:
+                    op.callback(op, res, fl)
+                return
             it = iter(cqes)
             for ud, res, fl in zip(it, it, it, strict=True):
                 op = ops.get(ud) if fl & _CQE_F_MORE else ops.pop(ud, None)
