@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import attrs
 
-from ._ring import OPCODE_NAMES
+from ._ring import OP_LINK_TIMEOUT, OPCODE_NAMES
 
 if TYPE_CHECKING:
     from ._manager import UringIOManager
@@ -136,11 +136,11 @@ def snapshot(manager: UringIOManager) -> list[InflightOp]:
     else:  # pragma: no cover
         return []
     internal = manager._internal_ops()
-    linked = {op.link.ud for op in ops if op.link is not None}
     now = time.monotonic()
     out = []
     for op in ops:
-        if op in internal or op.ud in linked or op.opcode == 15:  # LINK_TIMEOUT
+        # linked timeouts show as their operation's linked_timeout column
+        if op in internal or op.opcode == OP_LINK_TIMEOUT:
             continue
         name = (
             OPCODE_NAMES[op.opcode] if op.opcode < len(OPCODE_NAMES) else str(op.opcode)

@@ -377,23 +377,9 @@ class UringIOManager:
         if fd2 >= 0 and fd2 != watched:  # a second file (splice/tee source)
             self._fd_ops.setdefault(fd2, set()).add(op)
             op.watched2 = fd2
-        _, ns = self._deadline_ns(task)
-        if ns < 0:
-            # the common case, inline: one SQE, no linked timeout
-            op.args = (addr, length, offset, op_flags, buf_index, file_index, ioprio,
-                       sqe_flags)  # fmt: skip
-            pos = _tu_prep(
-                self._ringp, opcode, sqe_flags, fd, addr, length, offset, op_flags,
-                ud, buf_index, file_index, ioprio,
-            )  # fmt: skip
-            op.position = pos if pos >= 0 else self._ring.prep(
-                opcode, fd, addr, length, offset, op_flags, ud, sqe_flags,
-                buf_index, file_index, ioprio,
-            )  # fmt: skip
-        else:
-            op.args = (addr, length, offset, op_flags, buf_index, file_index, ioprio,
-                       sqe_flags)  # fmt: skip
-            self._prep_native(op, task)
+        op.args = (addr, length, offset, op_flags, buf_index, file_index, ioprio,
+                   sqe_flags)  # fmt: skip
+        self._prep_native(op, *self._deadline_ns(task))
 
         def abort(raise_cancel: Any) -> Abort:
             if op.parked or self._unqueue(op):
@@ -442,7 +428,7 @@ class UringIOManager:
         if fd >= 0:
             self._fd_ops.setdefault(fd, set()).add(op)
             op.watched = fd
-        self._prep_native(op, None)
+        self._prep_native(op, _INF, -1)  # no deadline: the caller's wait has it
         return op
 
     async def submit_chain(
@@ -562,14 +548,19 @@ class UringIOManager:
             return _INF, -1
         return deadline, max(0, int((deadline - clock.current_time()) * 1e9))
 
-    def _prep_native(self, op: Op, task: Task | None) -> None:
+    def _prep_native(self, op: Op, deadline: float, ns: int) -> None:
+        """Queue ``op`` from ``op.args``; with ``ns >= 0``, link a LINK_TIMEOUT
+        of ``ns`` nanoseconds enforcing trio deadline ``deadline``."""
         addr, length, offset, op_flags, buf_index, file_index, ioprio, flags = op.args
-        deadline, ns = self._deadline_ns(task) if task is not None else (_INF, -1)
         op.deadline = deadline
         ring = self._ring
-        if ns < 0:
+        if ns < 0:  # the common case: one SQE, no linked timeout
             op.link = None
-            op.position = ring.prep(
+            pos = _tu_prep(
+                self._ringp, op.opcode, flags, op.fd, addr, length, offset,
+                op_flags, op.ud, buf_index, file_index, ioprio,
+            )  # fmt: skip
+            op.position = pos if pos >= 0 else ring.prep(
                 op.opcode, op.fd, addr, length, offset, op_flags, op.ud, flags,
                 buf_index, file_index, ioprio,
             )  # fmt: skip
@@ -635,7 +626,7 @@ class UringIOManager:
                 # the deadline passed, trio aborts the task in this very loop
                 # iteration (Abort.SUCCEEDED: nothing happened); otherwise
                 # (the deadline moved, or the kernel was early) go again.
-                deadline, _ = self._deadline_ns(task)
+                deadline, ns = self._deadline_ns(task)
                 if deadline <= trio.current_time():
                     op.parked = True
                     return
@@ -643,7 +634,7 @@ class UringIOManager:
                 self._next_ud = ud + 1
                 op.ud = ud
                 self._ops[ud] = op
-                self._prep_native(op, task)
+                self._prep_native(op, deadline, ns)
                 return
         self._finish(op)
         op.task = None
@@ -716,11 +707,6 @@ class UringIOManager:
                 waiters.read = None
             elif waiters.write is op:
                 waiters.write = None
-
-    def _prep_poll(self, op: Op) -> None:
-        op.position = self._ring.prep_poll(
-            op.fd, _ring.POLLIN if op.reading else _ring.POLLOUT, op.ud
-        )
 
     def _private_epoll(self) -> select.epoll:
         if self._epoll is None:
