@@ -14,8 +14,8 @@ tools/conformance.py, bench/echo.py, sphinx-build).
 
 Interpreters: nox looks for ``python3.10`` ... ``python3.13`` on PATH. Under
 pyenv the shims exist for every installed version but only answer for the
-selected ones, so when PYENV_VERSION is unset this file selects the installed
-3.10-3.13 for its own process and children (see ``_expose_pyenv_pythons``);
+selected ones, so this file adds the installed 3.10-3.13 to the selection
+(PYENV_VERSION) for its own process and children (see ``_expose_pyenv_pythons``);
 pyenv's global configuration is not touched. A missing interpreter is an
 error, not a skip: a session list that silently shrinks tests nothing.
 """
@@ -59,14 +59,19 @@ def _expose_pyenv_pythons() -> None:
     and its children only) keeps the current selection first, so ``python``
     still means what it meant.
     """
-    if os.environ.get("PYENV_VERSION") or shutil.which("pyenv") is None:
+    if shutil.which("pyenv") is None:
         return
     root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
     try:
         installed = sorted(p.name for p in (root / "versions").iterdir())
-        current = subprocess.run(
-            ["pyenv", "version-name"], capture_output=True, text=True, check=True
-        ).stdout.strip()
+        # A pyenv shim (e.g. a `nox` installed with pyenv's pip) runs us with
+        # PYENV_VERSION set to its own version only: extend it, keep it first.
+        current = (
+            os.environ.get("PYENV_VERSION")
+            or subprocess.run(
+                ["pyenv", "version-name"], capture_output=True, text=True, check=True
+            ).stdout.strip()
+        )
     except (OSError, subprocess.CalledProcessError):
         return
     chosen = current.split(":") if current else []
