@@ -210,6 +210,24 @@ int tu_prep(struct tu_ring *r, uint8_t opcode, uint8_t sqe_flags, int32_t fd,
     return position;
 }
 
+int tu_prep_rw(struct tu_ring *r, uint8_t opcode, int32_t fd, void *buf,
+               uint32_t len, uint64_t off, uint32_t op_flags,
+               uint64_t user_data) {
+    int position;
+    struct io_uring_sqe *sqe = next_sqe(r, &position);
+    if (!sqe)
+        return -EBUSY;
+    sqe->opcode = opcode;
+    sqe->fd = fd;
+    sqe->off = off;
+    sqe->addr = (uint64_t)(uintptr_t)buf;
+    sqe->len = len;
+    sqe->rw_flags = (__kernel_rwf_t)op_flags;
+    sqe->user_data = user_data;
+    publish(r, opcode);
+    return position;
+}
+
 int tu_prep_poll(struct tu_ring *r, int32_t fd, uint32_t mask,
                  uint64_t user_data) {
     int position;
@@ -368,11 +386,13 @@ int tu_harvest(struct tu_ring *r, int64_t *out, unsigned max) {
         struct io_uring_cqe *cqes = r->cqes;
         while (head != tail && n < max) {
             struct io_uring_cqe *cqe = &cqes[head & r->cq_mask];
+            head++;
+            if (cqe->user_data <= TU_UD_IGNORED)
+                continue; /* a cancel request's or a linked timeout's */
             out[3 * n] = (int64_t)cqe->user_data;
             out[3 * n + 1] = cqe->res;
             out[3 * n + 2] = cqe->flags;
             n++;
-            head++;
         }
         STORE_REL(r->cq_khead, head);
     }

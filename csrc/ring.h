@@ -16,6 +16,9 @@
 #include <stdint.h>
 
 #define TU_MAX_OPCODE 256
+/* CQEs whose user_data is at most this are never handed to Python: 0 marks
+ * cancel requests, 1 linked timeouts (their operation's own CQE tells). */
+#define TU_UD_IGNORED 1
 
 struct tu_ring {
     int fd;
@@ -69,6 +72,11 @@ int tu_prep(struct tu_ring *r, uint8_t opcode, uint8_t sqe_flags, int32_t fd,
             uint64_t user_data, uint16_t buf_index, uint32_t file_index,
             uint16_t ioprio);
 /* Prepare a one-shot POLL_ADD (the hot path of wait_readable/writable). */
+/* tu_prep for the common buffer op (READ, WRITE, RECV, SEND...): no SQE
+ * flags, buffer group, file index or ioprio; the buffer as a pointer. */
+int tu_prep_rw(struct tu_ring *r, uint8_t opcode, int32_t fd, void *buf,
+               uint32_t len, uint64_t off, uint32_t op_flags,
+               uint64_t user_data);
 int tu_prep_poll(struct tu_ring *r, int32_t fd, uint32_t mask,
                  uint64_t user_data);
 /* Prepare a TIMEOUT or LINK_TIMEOUT SQE: the timespec lives in the slot's own
@@ -104,6 +112,7 @@ unsigned tu_cq_ready(struct tu_ring *r);
 /* Nonzero when the kernel holds overflowed CQEs (flushed by tu_enter). */
 int tu_cq_overflowed(struct tu_ring *r);
 /* Copy up to max CQEs out as (user_data, res, flags) triples in out[3*max]
+ * (dropping those with user_data <= TU_UD_IGNORED)
  * and release them to the kernel.  When the CQ runs
  * dry while overflowed CQEs wait in the kernel, flush them and go on. */
 int tu_harvest(struct tu_ring *r, int64_t *out, unsigned max);

@@ -187,6 +187,78 @@ def test_deadline_uses_linked_timeout(pipe: tuple[int, int]) -> None:
     run(main)
 
 
+def test_linked_timeout_cqes_stay_in_c(pipe: tuple[int, int]) -> None:
+    # Linked timeouts carry user_data 1 and their CQEs (-ETIME when they
+    # fire, -ECANCELED when their op finished first) are dropped by the C
+    # harvest, like cancel requests' (user_data 0): Python only ever sees
+    # the operation's own CQE, which says what happened.
+    r, w = pipe
+
+    async def main() -> None:
+        manager = _native.current_manager()
+        seen: list[int] = []
+        take, harvest = manager._ring.take, manager._ring.harvest
+
+        def spy(fn: Callable[[], list[int]]) -> Callable[[], list[int]]:
+            def wrapper() -> list[int]:
+                cqes = fn()
+                seen.extend(cqes[0::3])
+                return cqes
+
+            return wrapper
+
+        manager._ring.take = spy(take)  # type: ignore[method-assign]
+        manager._ring.harvest = spy(harvest)  # type: ignore[method-assign]
+        for _ in range(5):
+            with trio.move_on_after(0.01) as cs:
+                await read(r)  # times out: the LINK_TIMEOUT's CQE is -ETIME
+            assert cs.cancelled_caught
+        os.write(w, b"after")
+        with trio.move_on_after(5):
+            assert await read(r) == b"after"  # its LINK_TIMEOUT: -ECANCELED
+        assert stats().submitted["LINK_TIMEOUT"] == 6
+        assert seen
+        assert min(seen) >= 2
+
+    run(main)
+
+
+@pytest.mark.parametrize(
+    "shape", ["none", "inner", "outer", "shielded", "cancelled", "moved"]
+)
+def test_kernel_deadline_matches_trio(shape: str) -> None:
+    # The manager walks the cancel scopes itself (trio's effective_deadline
+    # is recursive and slow); pin it to trio's own answer.
+    async def main() -> None:
+        manager = _native.current_manager()
+        task = trio.lowlevel.current_task()
+        now = trio.current_time()
+
+        def check() -> None:
+            status = task._cancel_status
+            assert status is not None
+            assert manager._kernel_deadline(task) == status.effective_deadline()
+
+        with contextlib.ExitStack() as stack:
+            if shape in ("outer", "shielded", "moved"):
+                stack.enter_context(trio.CancelScope(deadline=now + 5))
+            inner = stack.enter_context(
+                trio.CancelScope(
+                    deadline=now + (9 if shape != "inner" else 3),
+                    shield=shape == "shielded",
+                )
+            )
+            stack.enter_context(trio.CancelScope())  # no deadline of its own
+            if shape == "cancelled":
+                inner.cancel()
+            if shape == "moved":
+                inner.deadline = now + 1
+            check()
+        check()
+
+    run(main)
+
+
 def test_early_kernel_timeout_resubmits(pipe: tuple[int, int]) -> None:
     # If the kernel's linked timeout fires before trio's deadline (here: the
     # deadline is pushed back after submission), the op is resubmitted for

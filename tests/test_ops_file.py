@@ -57,7 +57,7 @@ def in_flight() -> int:
 
 
 def spy_submit(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Record the opcode name of every manager.submit call in this run."""
+    """Record the opcode name of every manager.submit/submit_rw call in this run."""
     manager = _native.current_manager()
     seen: list[str] = []
     original = manager.submit
@@ -66,14 +66,21 @@ def spy_submit(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         seen.append(OPCODE_NAMES[opcode])
         return await original(opcode, *args, **kwargs)
 
+    original_rw = manager.submit_rw
+
+    async def spy_rw(opcode: int, *args: Any, **kwargs: Any) -> int:
+        seen.append(OPCODE_NAMES[opcode])
+        return await original_rw(opcode, *args, **kwargs)
+
     monkeypatch.setattr(manager, "submit", spy)
+    monkeypatch.setattr(manager, "submit_rw", spy_rw)
     return seen
 
 
 def hide_opcodes(names: tuple[str, ...]) -> None:
     """Make the probe say this kernel lacks ``names`` (the fallback runs)."""
-    ring = _native.current_manager()._ring
-    ring._supported = ring._supported - {OP[n] for n in names}
+    manager = _native.current_manager()
+    manager.supported = manager.supported - {OP[n] for n in names}
 
 
 def assert_same_stat(ours: os.stat_result, theirs: os.stat_result) -> None:

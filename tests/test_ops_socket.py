@@ -165,8 +165,8 @@ def test_msg_dontwait_raises_blockingioerror(
 
     async def main() -> None:
         if not native:
-            ring = _native.current_manager()._ring
-            ring._supported = ring._supported - {OP["RECV"], OP["RECVMSG"]}
+            manager = _native.current_manager()
+            manager.supported = manager.supported - {OP["RECV"], OP["RECVMSG"]}
         with pytest.raises(BlockingIOError):
             await ops.recv(a, 10, socket.MSG_DONTWAIT)
         with pytest.raises(BlockingIOError):
@@ -831,8 +831,8 @@ def test_fallback_leaves_the_fd_as_it_was() -> None:
     (which makes the stdlib switch fds it wraps to non-blocking)."""
 
     async def main() -> None:
-        ring = _native.current_manager()._ring
-        ring._supported = ring._supported - {OP["RECV"], OP["ACCEPT"]}
+        manager = _native.current_manager()
+        manager.supported = manager.supported - {OP["RECV"], OP["ACCEPT"]}
         a, b = pair()
         listener = tcp_listener()
         old = socket.getdefaulttimeout()
@@ -995,8 +995,7 @@ def test_native_and_fallback_agree(opname: str, native: bool) -> None:
     async def main() -> None:
         manager = _native.current_manager()
         if not native:
-            ring = manager._ring
-            ring._supported = ring._supported - {OP[opname]}
+            manager.supported = manager.supported - {OP[opname]}
             assert not manager.supports(OP[opname])
         await SCENARIOS[opname]()
         if native:

@@ -155,7 +155,7 @@ def snapshot(manager: UringIOManager) -> list[InflightOp]:
                 task=task.name if task is not None else None,
                 age=now - op.started if op.started else 0.0,
                 deadline=_deadline(op),
-                linked_timeout=op.link is not None,
+                linked_timeout=op.deadline != float("inf") and not op.parked,
                 state=_state(manager, op),
             )
         )

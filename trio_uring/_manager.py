@@ -59,6 +59,7 @@ import select
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Protocol
 
 import attrs
@@ -92,7 +93,10 @@ _tu_wait = lib.tu_wait
 _HARVEST_BATCH = _ring.HARVEST_BATCH
 _OP_ASYNC_CANCEL = _ring.OP_ASYNC_CANCEL
 _OP_POLL_ADD = _ring.OP_POLL_ADD
-_checkpoint_if_cancelled = trio.lowlevel.checkpoint_if_cancelled
+_tu_prep_rw = lib.tu_prep_rw
+_UD_LINK = _ring.UD_LINK_TIMEOUT
+_current_task = current_task
+_wait_task_rescheduled = wait_task_rescheduled
 _INF = float("inf")
 _IOSQE_FIXED_FILE = 1 << 0
 _ANY_LINK = _ring.IOSQE_IO_LINK | _ring.IOSQE_IO_HARDLINK
@@ -103,8 +107,8 @@ _monotonic = time.monotonic
 _SystemClock = _trio_run.SystemClock
 
 
-def _ignore_cqe(op: Op, res: int, flags: int) -> None:
-    return None
+def _addr(cdata: Any) -> int:
+    return int(ffi.cast("uintptr_t", cdata))
 
 
 def _closed_error() -> trio.ClosedResourceError:
@@ -170,6 +174,8 @@ class UringIOManager:
             guest = self._claimed == "guest" or _install.called_from_start_guest_run()
         self._ring = Ring(guest=guest)
         self._ringp = self._ring.ptr
+        #: the opcodes this kernel implements (IORING_REGISTER_PROBE)
+        self.supported: frozenset[int] = self._ring._supported
         self._cancel_sqe_flags = (
             _ring.IOSQE_CQE_SKIP_SUCCESS
             if self._ring.features & _ring.FEAT_CQE_SKIP
@@ -200,6 +206,7 @@ class UringIOManager:
         self._clock: trio.abc.Clock | None = None
         # the run's clock if it is trio's real one, False if not, None: unknown
         self._real_clock: Any = None
+        self._clock_offset = 0.0  # the real clock's offset from CLOCK_MONOTONIC
         _inspect.LIVE_MANAGERS.add(self)
 
     # ------------------------------------------------------------------ ops
@@ -324,7 +331,7 @@ class UringIOManager:
     # ------------------------------------------------------- native ops
     def supports(self, opcode: int) -> bool:
         """Whether this kernel implements ``opcode`` (IORING_REGISTER_PROBE)."""
-        return self._ring.supports(opcode)
+        return opcode in self.supported
 
     async def submit(
         self,
@@ -347,51 +354,97 @@ class UringIOManager:
 
         The cancellation contract (see _ops.py): a cancel that arrives while
         the SQE is still queued un-queues it and raises Cancelled (nothing
-        happened); one that arrives later sends ASYNC_CANCEL and waits for the
-        op's own CQE: -ECANCELED raises Cancelled, any other result is
-        delivered (it happened) and Cancelled surfaces at the next
-        checkpoint.  A negative result other than that raises OSError.
-        ``fd2`` names a second file whose ``notify_closing`` cancels the op
-        too.  ``keep`` is referenced until the final CQE, whatever happens to the
-        task.  Under a finite deadline on trio's real clock the SQE is linked
-        to a LINK_TIMEOUT so the kernel enforces it too.  ``notify_closing``
-        of ``closing_fd`` (default: ``fd``, when it is a real fd) cancels the
-        op with ClosedResourceError; pass -1 for ops whose fd field is not a
-        file (IORING_OP_SOCKET puts the address family there).
+        happened; a cancel already pending when we get here is delivered
+        the same way, at the wait, so it never reaches the kernel either);
+        one that arrives later sends ASYNC_CANCEL and waits for the op's own
+        CQE: -ECANCELED raises Cancelled, any other result is delivered (it
+        happened) and Cancelled surfaces at the next checkpoint.  A negative
+        result other than that raises OSError.  ``fd2`` names a second file
+        whose ``notify_closing`` cancels the op too.  ``keep`` is referenced
+        until the final CQE, whatever happens to the task.  Under a finite
+        deadline on trio's real clock the SQE is linked to a LINK_TIMEOUT so
+        the kernel enforces it too.  ``notify_closing`` of ``closing_fd``
+        (default: ``fd``, when it is a real fd) cancels the op with
+        ClosedResourceError; pass -1 for ops whose fd field is not a file
+        (IORING_OP_SOCKET puts the address family there).
         """
-        await _checkpoint_if_cancelled()
-        task = current_task()
+        watched = fd if closing_fd is None else closing_fd
+        op = self._new_native(opcode, fd, keep, watched)
+        if fd2 >= 0 and fd2 != op.watched:  # a second file (splice/tee source)
+            self._fd_ops.setdefault(fd2, set()).add(op)
+            op.watched2 = fd2
+        deadline = self._kernel_deadline(op.task)  # type: ignore[arg-type]
+        if deadline == _INF:  # the common case: one SQE, no linked timeout
+            pos = _tu_prep(
+                self._ringp, opcode, sqe_flags, fd, addr, length, offset,
+                op_flags, op.ud, buf_index, file_index, ioprio,
+            )  # fmt: skip
+            op.position = pos if pos >= 0 else self._ring.prep(
+                opcode, fd, addr, length, offset, op_flags, op.ud, sqe_flags,
+                buf_index, file_index, ioprio,
+            )  # fmt: skip
+        else:
+            op.args = (addr, length, offset, op_flags, buf_index, file_index, ioprio,
+                       sqe_flags)  # fmt: skip
+            self._prep_native(op, deadline)
+        result: int = await _wait_task_rescheduled(partial(self._abort_native, op))
+        return result
+
+    async def submit_rw(
+        self,
+        opcode: int,
+        fd: int,
+        buf: Any,
+        length: int,
+        offset: int,
+        op_flags: int = 0,
+    ) -> int:
+        """:meth:`submit` for the common buffer operation, made lean.
+
+        READ, WRITE, RECV, SEND...: ``buf`` is a cffi ``char[]`` (kept alive
+        until the final CQE) holding at least ``length`` bytes; no SQE flags,
+        buffer group, file index or ioprio.  Same contract as :meth:`submit`.
+        """
+        op = self._new_native(opcode, fd, buf, fd)
+        deadline = self._kernel_deadline(op.task)  # type: ignore[arg-type]
+        if deadline == _INF:
+            pos = _tu_prep_rw(self._ringp, opcode, fd, buf, length, offset, op_flags,
+                              op.ud)  # fmt: skip
+            while pos < 0:  # the SQ is full: hand it to the kernel, go again
+                self._ring.flush()
+                pos = _tu_prep_rw(self._ringp, opcode, fd, buf, length, offset,
+                                  op_flags, op.ud)  # fmt: skip
+            op.position = pos
+        else:
+            op.args = (_addr(buf), length, offset, op_flags, 0, 0, 0, 0)
+            self._prep_native(op, deadline)
+        result: int = await _wait_task_rescheduled(partial(self._abort_native, op))
+        return result
+
+    def _new_native(self, opcode: int, fd: int, keep: object, watched: int) -> Op:
+        """A native op for the current task, in the table and tracked by fd."""
         ud = self._next_ud
         self._next_ud = ud + 1
-        op = self._ops[ud] = Op(ud, opcode, fd, task)
+        op = self._ops[ud] = Op(ud, opcode, fd, _current_task())
         op.callback = self._native_done
         op.keep = keep
         op.started = _monotonic()
-        watched = fd if closing_fd is None else closing_fd
         if watched >= 0:
             fd_ops = self._fd_ops.get(watched)
             if fd_ops is None:
                 fd_ops = self._fd_ops[watched] = set()
             fd_ops.add(op)
             op.watched = watched
-        if fd2 >= 0 and fd2 != watched:  # a second file (splice/tee source)
-            self._fd_ops.setdefault(fd2, set()).add(op)
-            op.watched2 = fd2
-        op.args = (addr, length, offset, op_flags, buf_index, file_index, ioprio,
-                   sqe_flags)  # fmt: skip
-        self._prep_native(op, *self._deadline_ns(task))
+        return op
 
-        def abort(raise_cancel: Any) -> Abort:
-            if op.parked or self._unqueue(op):
-                self._finish(op)
-                op.task = None
-                return Abort.SUCCEEDED
-            op.raise_cancel = raise_cancel
-            self._cancel_in_kernel(op)
-            return Abort.FAILED
-
-        result: int = await wait_task_rescheduled(abort)
-        return result
+    def _abort_native(self, op: Op, raise_cancel: Any) -> Abort:
+        if op.parked or self._unqueue(op):
+            self._finish(op)
+            op.task = None
+            return Abort.SUCCEEDED
+        op.raise_cancel = raise_cancel
+        self._cancel_in_kernel(op)
+        return Abort.FAILED
 
     def submit_multishot(
         self,
@@ -424,11 +477,14 @@ class UringIOManager:
         op.on_close = on_close
         op.keep = keep
         op.started = time.monotonic()
-        op.args = (addr, length, offset, op_flags, buf_index, 0, ioprio, sqe_flags)
         if fd >= 0:
             self._fd_ops.setdefault(fd, set()).add(op)
             op.watched = fd
-        self._prep_native(op, _INF, -1)  # no deadline: the caller's wait has it
+        # no deadline: the caller's wait has it
+        op.position = self._ring.prep(
+            opcode, fd, addr, length, offset, op_flags, ud, sqe_flags, buf_index,
+            0, ioprio,
+        )  # fmt: skip
         return op
 
     async def submit_chain(
@@ -532,51 +588,66 @@ class UringIOManager:
         """Forget a finished op's fd registration (its final CQE came)."""
         self._finish(op)
 
-    def _deadline_ns(self, task: Task) -> tuple[float, int]:
-        """(trio deadline, ns from now) for a linked timeout, or (inf, -1)."""
+    def _kernel_deadline(self, task: Task) -> float:
+        """The trio deadline a linked timeout should enforce, or inf.
+
+        inf when none applies: no finite deadline, or a clock that is not
+        trio's real one (virtual time: trio alone keeps the deadlines).
+        What ``task._cancel_status.effective_deadline()`` computes, without
+        its recursion: each active, uncancelled scope's deadline is its
+        ``_registered_deadline`` (trio keeps that in its deadline heap), up
+        to the first shield.  Pinned by tests against trio's own answer.
+        """
         clock = self._real_clock
         if clock is None:
             clock = trio.lowlevel.current_clock()
             if type(clock) is not _SystemClock:
-                clock = False  # virtual time (MockClock): trio keeps deadlines
+                clock = False
             self._real_clock = clock
+            self._clock_offset = clock.offset if clock is not False else 0.0
         if clock is False:
-            return _INF, -1
-        status = task._cancel_status
-        deadline = status.effective_deadline() if status is not None else _INF
-        if deadline == _INF:
-            return _INF, -1
-        return deadline, max(0, int((deadline - clock.current_time()) * 1e9))
+            return _INF
+        status: Any = task._cancel_status
+        if status is None:
+            return _INF
+        if status.effectively_cancelled:
+            return -_INF
+        deadline = _INF
+        while status is not None:
+            scope = status._scope
+            if scope._registered_deadline < deadline:
+                deadline = scope._registered_deadline
+            if scope._shield:
+                break
+            status = status._parent
+        return deadline
 
-    def _prep_native(self, op: Op, deadline: float, ns: int) -> None:
-        """Queue ``op`` from ``op.args``; with ``ns >= 0``, link a LINK_TIMEOUT
-        of ``ns`` nanoseconds enforcing trio deadline ``deadline``."""
+    def _prep_native(self, op: Op, deadline: float) -> None:
+        """Queue ``op`` from ``op.args``, linked to a LINK_TIMEOUT that the
+        kernel fires at trio deadline ``deadline`` (finite).
+
+        The timeout is absolute on CLOCK_MONOTONIC, the clock under trio's
+        SystemClock (``perf_counter() + offset``), so the kernel ends the op
+        at trio's deadline itself and trio finds it ``parked``: no
+        ASYNC_CANCEL.  A relative timeout would start at submission, later
+        than trio's clock, and lose that race every time.
+        """
         addr, length, offset, op_flags, buf_index, file_index, ioprio, flags = op.args
         op.deadline = deadline
         ring = self._ring
-        if ns < 0:  # the common case: one SQE, no linked timeout
-            op.link = None
-            pos = _tu_prep(
-                self._ringp, op.opcode, flags, op.fd, addr, length, offset,
-                op_flags, op.ud, buf_index, file_index, ioprio,
-            )  # fmt: skip
-            op.position = pos if pos >= 0 else ring.prep(
-                op.opcode, op.fd, addr, length, offset, op_flags, op.ud, flags,
-                buf_index, file_index, ioprio,
-            )  # fmt: skip
-            return
         if ring.sq_free() < 2:
             ring.flush()  # the pair must sit in one submission
         op.position = ring.prep(
             op.opcode, op.fd, addr, length, offset, op_flags, op.ud,
             flags | _ring.IOSQE_IO_LINK, buf_index, file_index, ioprio,
         )  # fmt: skip
-        tud = self._next_ud
-        self._next_ud = tud + 1
-        link = self._ops[tud] = Op(tud, _ring.OP_LINK_TIMEOUT, -1, None)
-        link.callback = _ignore_cqe
-        link.position = ring.prep_timeout(_ring.OP_LINK_TIMEOUT, ns, tud)
-        op.link = link
+        # CLOCK_MONOTONIC ns, rounded up: never before trio's
+        # own deadline (-inf: already cancelled, the abort un-queues it)
+        at = deadline - self._clock_offset
+        at_ns = -int(-at * 1e9) if at > 0 else 0
+        op.link_position = ring.prep_timeout(
+            _ring.OP_LINK_TIMEOUT, at_ns, _UD_LINK, timeout_flags=_ring.TIMEOUT_ABS
+        )
 
     def _unqueue(self, op: Op) -> bool:
         """Un-queue a native op (and its linked timeout) not yet submitted."""
@@ -584,28 +655,40 @@ class UringIOManager:
             return False
         op.position = -1
         op.keep = None  # a NOP touches no memory
-        link = op.link
-        if link is not None and link.position >= 0:
-            self._ring.unprep(link.position, link.ud)
-            link.position = -1
+        if op.link_position >= 0:
+            self._ring.unprep(op.link_position, _UD_LINK)
+            op.link_position = -1
         return True
 
     def _finish(self, op: Op) -> None:
-        for fd in (op.watched, op.watched2):
-            fd_ops = self._fd_ops.get(fd)
+        """Forget ``op`` in the per-fd index (for notify_closing)."""
+        fd_ops = self._fd_ops.get(op.watched)
+        if fd_ops is not None:
+            fd_ops.discard(op)
+            if not fd_ops:
+                del self._fd_ops[op.watched]
+        if op.watched2 >= 0:
+            fd_ops = self._fd_ops.get(op.watched2)
             if fd_ops is not None:
                 fd_ops.discard(op)
                 if not fd_ops:
-                    del self._fd_ops[fd]
+                    del self._fd_ops[op.watched2]
 
     def _native_done(self, op: Op, res: int, flags: int) -> None:
         op.position = -1
-        op.link = None
+        task = op.task
+        if res >= 0 and task is not None and op.raise_cancel is None:
+            # the common case: it happened, somebody waits for it
+            op.link_position = -1
+            op.task = None
+            self._finish(op)
+            reschedule(task, outcome.Value(res))
+            return
+        op.link_position = -1
         if res in _INTERRUPTED and (op.cancel_sent or op.closed or op.deadline != _INF):
             # Work the kernel ran in an io-wq worker is stopped by a signal
             # when cancelled: it reports a restart code, not -ECANCELED.
             res = -_errno.ECANCELED
-        task = op.task
         if task is None:  # un-queued or abandoned: nobody waits
             self._finish(op)
             return
@@ -625,8 +708,8 @@ class UringIOManager:
                 # The kernel's linked timeout fired.  If trio's clock agrees
                 # the deadline passed, trio aborts the task in this very loop
                 # iteration (Abort.SUCCEEDED: nothing happened); otherwise
-                # (the deadline moved, or the kernel was early) go again.
-                deadline, ns = self._deadline_ns(task)
+                # (the deadline moved) go again.
+                deadline = self._kernel_deadline(task)
                 if deadline <= trio.current_time():
                     op.parked = True
                     return
@@ -634,7 +717,15 @@ class UringIOManager:
                 self._next_ud = ud + 1
                 op.ud = ud
                 self._ops[ud] = op
-                self._prep_native(op, deadline, ns)
+                if deadline == _INF:
+                    op.deadline = _INF
+                    a = op.args
+                    op.position = self._ring.prep(
+                        op.opcode, op.fd, a[0], a[1], a[2], a[3], ud, a[7], a[4],
+                        a[5], a[6],
+                    )  # fmt: skip
+                else:
+                    self._prep_native(op, deadline)
                 return
         self._finish(op)
         op.task = None

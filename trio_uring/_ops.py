@@ -44,8 +44,8 @@ class Op:
     raise_cancel: Callable[[], Any] | None = None  # trio cancelled it
     closed = False  # notify_closing cancelled it
     parked = False  # its linked timeout fired; not in the kernel now
-    link: Op | None = None  # its LINK_TIMEOUT, while queued
-    deadline = float("inf")  # trio deadline of its linked timeout
+    link_position = -1  # SQ position of its LINK_TIMEOUT, while queued
+    deadline = float("inf")  # trio deadline its linked timeout enforces
     started = 0.0  # time.monotonic() at submission
     watched = -1  # the fd whose notify_closing cancels it
     watched2 = -1  # a second such fd (splice/tee source)

@@ -149,6 +149,12 @@ _LINKAT = OP["LINKAT"]
 _SPLICE = OP["SPLICE"]
 _TEE = OP["TEE"]
 
+_FD_MAX = 0x7FFFFFFF
+_SIZE_MAX = 0x7FFFFFFF
+_OFFSET_END = 1 << 63
+_CURRENT_POSITION = _native.CURRENT_POSITION
+_unpack = ffi.unpack
+
 # read() hands the kernel uninitialised memory: it is overwritten, and only
 # the first ``result`` bytes are ever copied out.
 _alloc_uninit = ffi.new_allocator(should_clear_after_alloc=False)
@@ -249,6 +255,21 @@ def _libc_call(name: str, *args: Any) -> int:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
     return ret
+
+
+async def _rw_borrowing(
+    manager: UringIOManager, opcode: int, fd: int, view: Any, length: int, offset: int
+) -> int:
+    """:func:`_submit_borrowing` for one buffer, through ``submit_rw``."""
+    try:
+        result = await manager.submit_rw(opcode, fd, view, length, offset)
+    except GeneratorExit:
+        raise
+    except BaseException:
+        ffi.release(view)
+        raise
+    ffi.release(view)
+    return result
 
 
 async def _submit_borrowing(
@@ -358,17 +379,24 @@ async def read(fd: FdLike, nbytes: int, offset: int | None = None) -> bytes:
     :raises trio.ClosedResourceError: if ``notify_closing(fd)`` is called
         while the read waits.
     """
-    fd = _native.check_fd(fd)
-    nbytes = _native.check_size(nbytes, "nbytes")
-    off = _native.check_offset(offset)
+    # the checks cost nothing for the plain ints of the common call
+    if type(fd) is not int or not 0 <= fd <= _FD_MAX:
+        fd = _native.check_fd(fd)
+    if type(nbytes) is not int or not 0 <= nbytes <= _SIZE_MAX:
+        nbytes = _native.check_size(nbytes, "nbytes")
+    if offset is None:
+        off = _CURRENT_POSITION
+    elif type(offset) is int and 0 <= offset < _OFFSET_END:
+        off = offset
+    else:
+        off = _native.check_offset(offset)
     manager = _native.current_manager()
-    if not manager.supports(_READ):
+    if _READ not in manager.supported:
         if offset is None:
             return await _in_thread(os.read, fd, nbytes)
         return await _in_thread(os.pread, fd, nbytes, offset)
-    buf = _alloc_uninit("char[]", max(nbytes, 1))
-    n = await manager.submit(_READ, fd, _addr(buf), nbytes, off, keep=buf)
-    data: bytes = ffi.buffer(buf, n)[:]
+    buf = _alloc_uninit("char[]", nbytes or 1)
+    data: bytes = _unpack(buf, await manager.submit_rw(_READ, fd, buf, nbytes, off))
     return data
 
 
@@ -388,15 +416,13 @@ async def readinto(fd: FdLike, buf: Any, offset: int | None = None) -> int:
     fd = _native.check_fd(fd)
     off = _native.check_offset(offset)
     manager = _native.current_manager()
-    view, addr, length = _writable_buffer(buf)
-    if not manager.supports(_READ):
+    view, _, length = _writable_buffer(buf)
+    if _READ not in manager.supported:
         ffi.release(view)
         if offset is None:
             return await _in_thread(os.readv, fd, [buf])
         return await _in_thread(os.preadv, fd, [buf], offset)
-    return await _submit_borrowing(
-        manager, _READ, fd, addr, min(length, MAX_RW_COUNT), off, [view], view
-    )
+    return await _rw_borrowing(manager, _READ, fd, view, min(length, MAX_RW_COUNT), off)
 
 
 async def write(fd: FdLike, data: Any, offset: int | None = None) -> int:
@@ -416,15 +442,14 @@ async def write(fd: FdLike, data: Any, offset: int | None = None) -> int:
     fd = _native.check_fd(fd)
     off = _native.check_offset(offset)
     manager = _native.current_manager()
-    view, addr, length = _native.readable_buffer(data)
-    if not manager.supports(_WRITE):
+    view, _, length = _native.readable_buffer(data)
+    if _WRITE not in manager.supported:
         ffi.release(view)
         if offset is None:
             return await _in_thread(os.write, fd, data)
         return await _in_thread(os.pwrite, fd, data, offset)
-    return await _submit_borrowing(
-        manager, _WRITE, fd, addr, min(length, MAX_RW_COUNT), off, [view], view
-    )
+    length = min(length, MAX_RW_COUNT)
+    return await _rw_borrowing(manager, _WRITE, fd, view, length, off)
 
 
 async def readv(fd: FdLike, buffers: Iterable[Any], offset: int | None = None) -> int:

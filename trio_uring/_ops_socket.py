@@ -514,14 +514,13 @@ async def recv(sock: FdLike, nbytes: int, flags: int = 0) -> bytes:
     if not manager.supports(_RECV):
         return await _nonblocking(fd, True, lambda s: s.recv(nbytes, flags), flags)
     buf = _alloc_uninit("char[]", nbytes)
-    addr = _addr(buf)
     try:
-        n = await manager.submit(_RECV, fd, addr, nbytes, 0, flags, keep=buf)
+        n = await manager.submit_rw(_RECV, fd, buf, nbytes, 0, flags)
     except BlockingIOError:
         if flags & _MSG_DONTWAIT:
             raise
-        n = await _again(manager, True, _RECV, fd, addr, nbytes, 0, flags, buf)
-    data: bytes = ffi.buffer(buf, n)[:]
+        n = await _again(manager, True, _RECV, fd, _addr(buf), nbytes, 0, flags, buf)
+    data: bytes = ffi.unpack(buf, n)
     return data
 
 
@@ -552,7 +551,7 @@ async def recv_into(sock: FdLike, buf: Any, nbytes: int = 0, flags: int = 0) -> 
             fd, True, lambda s: s.recv_into(buf, want, flags), flags
         )
     try:
-        return await manager.submit(_RECV, fd, addr, want, 0, flags, keep=cbuf)
+        return await manager.submit_rw(_RECV, fd, cbuf, want, 0, flags)
     except BlockingIOError:
         if flags & _MSG_DONTWAIT:
             raise
@@ -578,7 +577,7 @@ async def send(sock: FdLike, data: Any, flags: int = 0) -> int:
         return await _nonblocking(fd, False, lambda s: s.send(data, flags), flags)
     length = min(length, _MAX_IO)
     try:
-        return await manager.submit(_SEND, fd, addr, length, 0, flags, keep=cbuf)
+        return await manager.submit_rw(_SEND, fd, cbuf, length, 0, flags)
     except BlockingIOError:
         if flags & _MSG_DONTWAIT:
             raise

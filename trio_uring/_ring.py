@@ -80,6 +80,11 @@ IOSQE_IO_LINK: Final = 1 << 2
 IOSQE_IO_HARDLINK: Final = 1 << 3
 IOSQE_BUFFER_SELECT: Final = 1 << 5
 IOSQE_CQE_SKIP_SUCCESS: Final = 1 << 6
+#: TIMEOUT/LINK_TIMEOUT: the timespec is an absolute CLOCK_MONOTONIC time
+TIMEOUT_ABS: Final = 1 << 0
+#: user_data of linked timeouts: the C harvest drops their CQEs (their
+#: operation's own CQE says what happened)
+UD_LINK_TIMEOUT: Final = 1
 FEAT_CQE_SKIP: Final = 1 << 11
 CQE_F_BUFFER: Final = 1 << 0
 CQE_BUFFER_SHIFT: Final = 16
