@@ -146,6 +146,9 @@ class UringStatistics:
 class _FdWaiters:
     read: Op | None = None
     write: Op | None = None
+    # the abort functions of this fd's waits, made once per fd, not per wait
+    abort_read: Callable[[Any], Abort] | None = None
+    abort_write: Callable[[Any], Abort] | None = None
 
 
 class UringIOManager:
@@ -182,6 +185,9 @@ class UringIOManager:
             else 0
         )
         self._ops: dict[int, Op] = {}
+        # the CQE callbacks of the hot paths, bound once
+        self._native_done_cb = self._native_done
+        self._poll_done_cb = self._poll_done
         self._next_ud = 2  # 0: CQEs we ignore (cancel requests); 1: spare
         self._waiters: dict[int, _FdWaiters] = {}
         self._checked_fds: set[int] = set()
@@ -426,7 +432,7 @@ class UringIOManager:
         ud = self._next_ud
         self._next_ud = ud + 1
         op = self._ops[ud] = Op(ud, opcode, fd, _current_task())
-        op.callback = self._native_done
+        op.callback = self._native_done_cb
         op.keep = keep
         op.started = _monotonic()
         if watched >= 0:
@@ -765,7 +771,7 @@ class UringIOManager:
         ud = self._next_ud
         self._next_ud = ud + 1
         op = self._ops[ud] = Op(ud, _OP_POLL_ADD, fd, current_task())
-        op.callback = self._poll_done
+        op.callback = self._poll_done_cb
         op.started = _monotonic()
         if reading:
             op.reading = True
@@ -777,12 +783,27 @@ class UringIOManager:
         op.position = pos if pos >= 0 else self._ring.prep_poll(
             fd, _POLLIN if reading else _POLLOUT, ud
         )  # fmt: skip
+        abort = waiters.abort_read if reading else waiters.abort_write
+        if abort is None:
+            abort = self._make_wait_abort(waiters, reading)
+        return abort
+
+    def _make_wait_abort(
+        self, waiters: _FdWaiters, reading: bool
+    ) -> Callable[[Any], Abort]:
+        """The abort function of every ``reading`` wait on one fd."""
 
         def abort(_: Any) -> Abort:
-            self._detach(op)
-            self._cancel_in_kernel(op)
+            op = waiters.read if reading else waiters.write
+            if op is not None:
+                self._detach(op)
+                self._cancel_in_kernel(op)
             return Abort.SUCCEEDED
 
+        if reading:
+            waiters.abort_read = abort
+        else:
+            waiters.abort_write = abort
         return abort
 
     def _detach(self, op: Op) -> None:
