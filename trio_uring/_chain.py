@@ -60,6 +60,9 @@ def direct_slots(manager: UringIOManager) -> DirectSlots:
     return slots
 
 
+_alloc_uninit = ffi.new_allocator(should_clear_after_alloc=False)
+
+
 def _supported(manager: UringIOManager) -> bool:
     return all(manager.supports(op) for op in (_OPENAT, _READ, _CLOSE))
 
@@ -83,7 +86,9 @@ async def read_file(path: Any, max_bytes: int = 1 << 20) -> bytes:
     if slots is None:
         return await _read_file_thread(path, max_bytes)
     slot = slots.take()
-    buf = ffi.new("char[]", max(1, max_bytes))
+    # not zero-filled: the kernel overwrites it and only what it read is
+    # copied out (clearing the default 1 MiB cost 3x the whole operation)
+    buf = _alloc_uninit("char[]", max(1, max_bytes))
     buf_addr = int(ffi.cast("uintptr_t", buf))
     flags = os.O_RDONLY  # no O_CLOEXEC: a direct descriptor is not in the fd table
     steps: list[tuple[int, ...]] = [
@@ -100,7 +105,7 @@ async def read_file(path: Any, max_bytes: int = 1 << 20) -> bytes:
             raise OSError(-results[0], os.strerror(-results[0]), os.fsdecode(path))
         if results[1] < 0:
             raise OSError(-results[1], os.strerror(-results[1]), os.fsdecode(path))
-        data: bytes = ffi.buffer(buf, results[1])[:]
+        data: bytes = ffi.unpack(buf, results[1])
         return data
     except trio.Cancelled:
         closed = True  # the chain ran no step: nothing is open
