@@ -221,6 +221,14 @@ BACKENDS: dict[str, Backend] = {
             _c_server("echo_ref"),
             c_source="echo_ref.c",
         ),
+        Backend(
+            "c-uring",
+            "C reference on io_uring: bench/echo_uring_ref.c, one thread, "
+            "RECV/SEND ops, raw syscalls",
+            _c_server("echo_uring_ref"),
+            c_source="echo_uring_ref.c",
+            peer="c-epoll",
+        ),
     )
 }
 # What `run_all.py` runs: every peer above.

@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0: pick a free port")
     args = parser.parse_args(argv)
+    loop: asyncio.AbstractEventLoop
     if args.loop == "uvloop":
         import uvloop
 

@@ -239,6 +239,7 @@ def server_main(contender: str, conns: int, settle: float) -> int:
     if contender in ("asyncio", "uvloop"):
         import asyncio
 
+        loop: asyncio.AbstractEventLoop
         if contender == "uvloop":
             import uvloop
 
