@@ -112,6 +112,12 @@ CONTENDERS: dict[str, Contender] = {
     )
 }
 DEFAULT = tuple(CONTENDERS)
+# Natural comparisons, reported besides the one against the first contender.
+PEERS = (
+    ("trio-streams-uring", "trio-streams-epoll"),
+    ("uring-lowlevel", "trio-raw-uring"),
+    ("uvloop", "asyncio"),
+)
 
 
 def raise_nofile() -> None:
@@ -382,14 +388,11 @@ def summarize(runs: list[dict[str, Any]], names: list[str]) -> list[dict[str, An
         }
 
     baseline = names[0]
-    return summarize_blocks(
-        LAYOUT,
-        runs,
-        names,
-        value,
-        stats,
-        [(n, baseline) for n in names if n != baseline],
-    )
+    pairs = [(n, baseline) for n in names if n != baseline]
+    for pair in PEERS:
+        if pair[0] in names and pair[1] in names and pair not in pairs:
+            pairs.append(pair)
+    return summarize_blocks(LAYOUT, runs, names, value, stats, pairs)
 
 
 def markdown(

@@ -415,7 +415,8 @@ def plot(step: Step, data: dict[str, Any], path: Path) -> None:
     groups = rows(step, data)
     n = len(groups)
     height = max(2.5, 0.32 * max(len(e) for _, e in groups) + 1.2)
-    fig, axes = plt.subplots(1, n, figsize=(4.6 * n + 1.5, height), squeeze=False)
+    width = max(7.5, 4.6 * n + 1.5)
+    fig, axes = plt.subplots(1, n, figsize=(width, height + 0.4), squeeze=False)
     for ax, (label, entries) in zip(axes[0], groups, strict=True):
         names = [e[0] for e in entries]
         meds = [e[1] for e in entries]
@@ -439,8 +440,8 @@ def plot(step: Step, data: dict[str, Any], path: Path) -> None:
         ax.grid(axis="x", alpha=0.3)
     better = "more is better" if step.higher_is_better else "less is better"
     fig.suptitle(
-        f"{step.title} ({better}; bars: median, whiskers: min-max over rounds; "
-        "red: io_uring)",
+        f"{step.title}\n({better}; bars: median, whiskers: min-max over "
+        "rounds; red: io_uring)",
         fontsize=9,
     )
     fig.tight_layout()
