@@ -513,35 +513,48 @@ def rst_step(step: Step, rec: dict[str, Any], m: dict[str, Any], png: bool) -> s
         "",
     ]
     desc = descriptions(step, data)
-    body = []
-    for label, entries in rows(step, data):
+    # One row per contender, one column per group (task or connection
+    # count): "median (min - max)".
+    groups = rows(step, data)
+    labels = [label for label, _ in groups]
+    cells: dict[str, dict[str, str]] = {}
+    for label, entries in groups:
         for name, med, lo, hi in entries:
-            row = [label] if step.group else []
-            row += [
-                f"``{name}``",
-                _fmt(med, step.unit),
-                f"{_fmt(lo, step.unit)} - {_fmt(hi, step.unit)}",
-            ]
-            body.append(row)
-    head = ([step.group] if step.group else []) + [
-        "contender",
-        f"{step.unit} (median)",
-        "min - max",
+            cells.setdefault(name, {})[label] = (
+                f"{_fmt(med, step.unit)} ({_fmt(lo, step.unit)} - "
+                f"{_fmt(hi, step.unit)})"
+            )
+    head = ["contender"] + [
+        f"{label or step.unit}" + (f": {step.unit}" if label else "")
+        for label in labels
     ]
-    lines += rst_table(head, body)
-    ratios = ratio_rows(step, data)
-    if ratios:
-        rbody = [
-            ([label] if step.group else [])
-            + [f"``{name}``", f"{med:.3f}", f"{lo:.3f} - {hi:.3f}"]
-            for label, name, med, lo, hi in ratios
+    body = [
+        [f"``{name}``"] + [by.get(label, "-") for label in labels]
+        for name, by in cells.items()
+    ]
+    lines += [
+        f"Median {step.unit} over rounds (min - max in brackets):",
+        "",
+        *rst_table(head, body),
+    ]
+    rcells: dict[str, dict[str, str]] = {}
+    for label, name, med, lo, hi in ratio_rows(step, data):
+        rcells.setdefault(name, {})[label] = f"{med:.3f} ({lo:.3f} - {hi:.3f})"
+    if rcells:
+        rlabels = [
+            label for label in labels if any(label in v for v in rcells.values())
         ]
-        rhead = ([step.group] if step.group else []) + [
-            "ratio",
-            "median of per-round ratios",
-            "min - max",
+        lines += [
+            "Median of the per-round ratios (min - max in brackets):",
+            "",
+            *rst_table(
+                ["ratio"] + [label or "ratio" for label in rlabels],
+                [
+                    [f"``{name}``"] + [by.get(label, "-") for label in rlabels]
+                    for name, by in rcells.items()
+                ],
+            ),
         ]
-        lines += rst_table(rhead, rbody)
     if desc:
         shown = [
             n for n in desc if any(n == e[0] for _, es in rows(step, data) for e in es)
