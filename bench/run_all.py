@@ -27,8 +27,9 @@ is then 1.  Peers that cannot be imported on this Python (uvloop, uringio,
 aiofiles, anyio) are skipped by the scripts with a line saying so, and the
 report lists them.
 
-The quick settings are sized so the whole suite takes about 15 minutes on a
-2-core machine; ``--full`` takes several times longer.
+The quick settings are sized so the whole suite takes about 12 minutes on a
+2-core machine (685 s for the run in the docs); ``--full`` (more rounds,
+longer windows) should take about three times as long.
 
 Usage::
 
