@@ -5,12 +5,12 @@
     nox -s "tests-3.12(trio='newest')"      # one of them
     nox -s tests -p 3.13                    # both trio versions on one Python
     nox -s conformance                      # trio's own suite, epoll vs io_uring
-    nox -s bench                            # bench/echo.py with its defaults
+    nox -s bench                            # bench/run_all.py: every benchmark
     nox -s docs                             # sphinx-build -W
     nox -s lint                             # ruff check, ruff format --check, mypy
 
 Arguments after ``--`` go to the tool each session runs (pytest,
-tools/conformance.py, bench/echo.py, sphinx-build).
+tools/conformance.py, bench/run_all.py, sphinx-build).
 
 Interpreters: nox looks for ``python3.10`` ... ``python3.13`` on PATH. Under
 pyenv the shims exist for every installed version but only answer for the
@@ -167,19 +167,24 @@ def conformance(session: nox.Session) -> None:
 
 @nox.session(python=NEWEST_PYTHON)
 def bench(session: nox.Session) -> None:
-    """Every benchmark with its defaults, or ``nox -s bench -- SCRIPT [ARGS]``.
+    """Every benchmark side by side: ``bench/run_all.py`` (arguments after
+    ``--`` go to it, e.g. ``nox -s bench -- --full --docs``).
 
-    Peers that do not install on this Python (uvloop, uringio) are skipped
-    by the scripts with a line saying so.
+    The peers in bench/requirements.txt are installed one by one, so one
+    that has no wheel for this Python (uvloop, uringio) does not stop the
+    others; the scripts skip a peer they cannot import with a line saying so.
     """
     session.install(".")
-    if (HERE / "bench" / "requirements.txt").exists():
-        session.install("-r", "bench/requirements.txt")
-    if session.posargs:
-        session.run("python", *session.posargs)
-        return
-    for script in ("echo.py", "timeouts.py", "file_read.py", "setup_flags.py"):
-        session.run("python", f"bench/{script}")
+    requirements = HERE / "bench" / "requirements.txt"
+    for line in requirements.read_text().splitlines():
+        req = line.split("#", 1)[0].strip()
+        if not req:
+            continue
+        try:
+            session.install(req, silent=True)
+        except CommandFailed:
+            session.warn(f"could not install {req!r}: what needs it is skipped")
+    session.run("python", "bench/run_all.py", *session.posargs)
 
 
 @nox.session(python=NEWEST_PYTHON)

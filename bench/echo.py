@@ -40,10 +40,12 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib.util
 import json
 import os
+import resource
 import selectors
 import signal
 import subprocess
@@ -103,23 +105,39 @@ class Backend:
     requires: tuple[str, ...] = ()
     # The backend this one is naturally compared with, if selected too.
     peer: str | None = None
+    # A C server built into bench/.build/ from this source in bench/.
+    c_source: str | None = None
 
 
-def _trio_server(backend: str, *, streams: bool) -> Callable[[str, int], list[str]]:
+def _trio_server(backend: str, *, mode: str) -> Callable[[str, int], list[str]]:
     def command(host: str, port: int) -> list[str]:
-        argv = [
+        return [
             sys.executable,
             str(BENCH_DIR / "echo_server.py"),
             "--backend",
             backend,
+            "--mode",
+            mode,
             "--host",
             host,
             "--port",
             str(port),
         ]
-        if streams:
-            argv.append("--streams")
-        return argv
+
+    return command
+
+
+def _script_server(script: str, *extra: str) -> Callable[[str, int], list[str]]:
+    def command(host: str, port: int) -> list[str]:
+        argv = [sys.executable, str(BENCH_DIR / script), *extra]
+        return [*argv, "--host", host, "--port", str(port)]
+
+    return command
+
+
+def _c_server(name: str) -> Callable[[str, int], list[str]]:
+    def command(host: str, port: int) -> list[str]:
+        return [str(BUILD_DIR / name), host, str(port)]
 
     return command
 
@@ -129,55 +147,128 @@ BACKENDS: dict[str, Backend] = {
     for b in (
         Backend(
             "epoll",
-            "trio raw sockets, trio.run (epoll)",
-            _trio_server("epoll", streams=False),
+            "trio raw sockets (trio.socket recv/send), trio.run (epoll)",
+            _trio_server("epoll", mode="raw"),
             requires=("trio",),
         ),
         Backend(
             "uring",
-            "trio raw sockets, trio_uring.run (io_uring)",
-            _trio_server("uring", streams=False),
+            "trio raw sockets (trio.socket recv/send), trio_uring.run",
+            _trio_server("uring", mode="raw"),
+            requires=("trio", "trio_uring"),
+            peer="epoll",
+        ),
+        Backend(
+            "uring-lowlevel",
+            "trio_uring.lowlevel.recv/send (IORING_OP_RECV/SEND), trio_uring.run",
+            _trio_server("uring", mode="lowlevel"),
             requires=("trio", "trio_uring"),
             peer="epoll",
         ),
         Backend(
             "epoll-streams",
             "trio.serve_tcp + SocketStream, trio.run (epoll)",
-            _trio_server("epoll", streams=True),
+            _trio_server("epoll", mode="streams"),
             requires=("trio",),
         ),
         Backend(
             "uring-streams",
-            "trio.serve_tcp + SocketStream, trio_uring.run (io_uring)",
-            _trio_server("uring", streams=True),
+            "trio.serve_tcp + SocketStream, trio_uring.run",
+            _trio_server("uring", mode="streams"),
             requires=("trio", "trio_uring"),
             peer="epoll-streams",
         ),
+        Backend(
+            "anyio-epoll",
+            "anyio.create_tcp_listener + serve, anyio.run(backend='trio') (epoll)",
+            _script_server("echo_anyio.py", "--backend", "epoll"),
+            requires=("trio", "anyio"),
+        ),
+        Backend(
+            "anyio-uring",
+            "the same anyio server after trio_uring.install()",
+            _script_server("echo_anyio.py", "--backend", "uring"),
+            requires=("trio", "anyio", "trio_uring"),
+            peer="anyio-epoll",
+        ),
+        Backend(
+            "asyncio",
+            "asyncio Protocol (data_received -> transport.write), asyncio loop",
+            _script_server("echo_asyncio.py", "--loop", "asyncio", "--api", "protocol"),
+        ),
+        Backend(
+            "asyncio-streams",
+            "asyncio.start_server, reader.read / writer.write + drain per message",
+            _script_server("echo_asyncio.py", "--loop", "asyncio", "--api", "streams"),
+        ),
+        Backend(
+            "uvloop",
+            "the asyncio Protocol server on uvloop",
+            _script_server("echo_asyncio.py", "--loop", "uvloop", "--api", "protocol"),
+            requires=("uvloop",),
+            peer="asyncio",
+        ),
+        Backend(
+            "uvloop-streams",
+            "the asyncio streams server on uvloop",
+            _script_server("echo_asyncio.py", "--loop", "uvloop", "--api", "streams"),
+            requires=("uvloop",),
+            peer="asyncio-streams",
+        ),
+        Backend(
+            "c-epoll",
+            "C reference: bench/echo_ref.c, one thread, epoll, non-blocking",
+            _c_server("echo_ref"),
+            c_source="echo_ref.c",
+        ),
+        Backend(
+            "c-uring",
+            "C reference on io_uring: bench/echo_uring_ref.c, one thread, "
+            "RECV/SEND ops, raw syscalls",
+            _c_server("echo_uring_ref"),
+            c_source="echo_uring_ref.c",
+            peer="c-epoll",
+        ),
     )
 }
+# What `run_all.py` runs: every peer above.
+ALL_BACKENDS = tuple(BACKENDS)
 
 
 # --------------------------------------------------------------------------
 # Build
 
 
-def build_loadgen() -> Path:
-    """Compile loadgen.c unless the binary is newer than the source."""
-    if (
-        LOADGEN_BIN.exists()
-        and LOADGEN_BIN.stat().st_mtime >= LOADGEN_SRC.stat().st_mtime
-    ):
-        return LOADGEN_BIN
+def build_c(source: Path, binary: Path) -> Path:
+    """Compile ``source`` unless ``binary`` is newer than it."""
+    if binary.exists() and binary.stat().st_mtime >= source.stat().st_mtime:
+        return binary
     BUILD_DIR.mkdir(exist_ok=True)
-    tmp = BUILD_DIR / f"loadgen.tmp{os.getpid()}"
+    tmp = BUILD_DIR / f"{binary.name}.tmp{os.getpid()}"
     cc = os.environ.get("CC", "gcc")
-    argv = [cc, *LOADGEN_CFLAGS, "-o", str(tmp), str(LOADGEN_SRC), "-lm"]
+    argv = [cc, *LOADGEN_CFLAGS, "-o", str(tmp), str(source), "-lm"]
     proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         tmp.unlink(missing_ok=True)
-        raise BenchError(f"building loadgen failed: {' '.join(argv)}\n{proc.stderr}")
-    tmp.replace(LOADGEN_BIN)
-    return LOADGEN_BIN
+        raise BenchError(
+            f"building {binary.name} failed: {' '.join(argv)}\n{proc.stderr}"
+        )
+    tmp.replace(binary)
+    return binary
+
+
+def build_loadgen() -> Path:
+    """Compile loadgen.c unless the binary is newer than the source."""
+    return build_c(LOADGEN_SRC, LOADGEN_BIN)
+
+
+def raise_nofile() -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit (1,000 connections need more
+    fds than the common soft limit of 1024); inherited by the children."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 # --------------------------------------------------------------------------
@@ -384,6 +475,10 @@ def markdown(
                 f"{'-' if ops is None else f'{ops:.2f}'} |"
             )
     lines += ratio_table(LAYOUT, summary)
+    lines += ["", "| backend | what it runs |", "|---|---|"]
+    lines += [f"| {n} | {d} |" for n, d in settings.get("descriptions", {}).items()]
+    for n, why in settings.get("skipped", {}).items():
+        lines.append(f"- skipped {n}: {why}")
     lines += [
         "",
         "us/msg = 1e6 / median msgs/s: with many connections the server's CPU is",
@@ -398,6 +493,8 @@ def markdown(
 
 
 def _backend_list(text: str) -> list[str]:
+    if text.strip() == "all":
+        return list(ALL_BACKENDS)
     names = [x.strip() for x in text.split(",") if x.strip()]
     unknown = [n for n in names if n not in BACKENDS]
     if unknown or not names:
@@ -433,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
         "--backends",
         type=_backend_list,
         default=["epoll", "uring"],
-        help=f"comma-separated, run in this order each round; known: "
+        help=f"comma-separated, run in this order each round, or 'all'; known: "
         f"{', '.join(BACKENDS)}",
     )
     parser.add_argument(
@@ -462,17 +559,26 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(
             "need --rounds >= 1, --seconds > 0, --warmup >= 0, --msg-size >= 1"
         )
-    missing = sorted(
-        {
-            f"{name} needs {mod}"
-            for name in names
-            for mod in BACKENDS[name].requires
-            if importlib.util.find_spec(mod) is None
-        }
-    )
-    if missing:
-        print(f"error: not importable: {'; '.join(missing)}", file=sys.stderr)
-        return 1
+    runnable: list[str] = []
+    skipped: dict[str, str] = {}
+    for name in names:
+        missing = [
+            m for m in BACKENDS[name].requires if importlib.util.find_spec(m) is None
+        ]
+        if missing:
+            skipped[name] = (
+                f"Python {sys.version.split()[0]} ({sys.executable}) cannot import "
+                f"{', '.join(missing)}"
+            )
+            print(f"skipping {name}: {skipped[name]}", file=sys.stderr)
+        else:
+            runnable.append(name)
+    if not runnable:
+        return error("no backend to run")
+    if baseline not in runnable:
+        return error(f"the baseline {baseline} cannot run here")
+    names = runnable
+    raise_nofile()
 
     server_cpus, loadgen_cpus = _cpu_plan(args)
     pinning = (
@@ -491,6 +597,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         loadgen = build_loadgen()
+        for name in names:
+            src = BACKENDS[name].c_source
+            if src is not None:
+                build_c(BENCH_DIR / src, BUILD_DIR / Path(src).stem)
     except BenchError as exc:
         return error(exc)
     machine = machine_info()
@@ -518,6 +628,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarize(runs, names, baseline)
     settings_info = {
         "backends": names,
+        "descriptions": {n: BACKENDS[n].description for n in names},
+        "skipped": skipped,
         "baseline": baseline,
         "conns": args.conns,
         "rounds": args.rounds,

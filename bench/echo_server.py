@@ -7,8 +7,17 @@ measures the IO manager and nothing else.
 * default: trio's raw socket API (``trio.socket``): an accept loop that starts
   one task per connection; each task does ``recv(65536)`` then ``send()``
   until the chunk is written, until EOF.
-* ``--streams``: the same through the high-level API (``trio.serve_tcp`` and
-  a ``SocketStream`` handler), which adds trio's stream layer on top.
+* ``--streams`` (``--mode streams``): the same through the high-level API
+  (``trio.serve_tcp`` and a ``SocketStream`` handler), which adds trio's
+  stream layer on top.
+* ``--mode lowlevel`` (``--backend uring`` only): the accept loop as in the
+  default mode, but each connection task calls ``trio_uring.lowlevel.recv``
+  and ``trio_uring.lowlevel.send`` on the socket: kernel-executed
+  IORING_OP_RECV / IORING_OP_SEND instead of try-the-syscall-then-wait.
+
+The modes are named by the code they run, not by the IO path underneath it:
+once trio's own socket methods go native on io_uring, ``raw`` on ``uring``
+runs them too.
 
 Protocol with the driver (any future peer server, e.g. asyncio or uvloop,
 follows the same one): print ``PORT <n>`` as the first stdout line once the
@@ -57,7 +66,31 @@ async def _echo_raw(sock: trio.socket.SocketType) -> None:
             return
 
 
-async def _serve_raw(host: str, port: int) -> None:
+async def _echo_lowlevel(sock: trio.socket.SocketType) -> None:
+    from trio_uring import lowlevel
+
+    recv = lowlevel.recv
+    send = lowlevel.send
+    with sock:
+        fd = sock.fileno()
+        try:
+            while True:
+                data = await recv(fd, RECV_SIZE)
+                if not data:
+                    return
+                view = memoryview(data)
+                while view:
+                    sent = await send(fd, view)
+                    view = view[sent:]
+        except OSError:
+            return
+
+
+async def _serve_raw(
+    host: str,
+    port: int,
+    handler: Callable[[trio.socket.SocketType], Awaitable[None]] = _echo_raw,
+) -> None:
     listener = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
     with listener:
         listener.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
@@ -68,7 +101,7 @@ async def _serve_raw(host: str, port: int) -> None:
             while True:
                 conn, _addr = await listener.accept()
                 conn.setsockopt(trio.socket.IPPROTO_TCP, trio.socket.TCP_NODELAY, 1)
-                nursery.start_soon(_echo_raw, conn)
+                nursery.start_soon(handler, conn)
 
 
 async def _echo_stream(stream: trio.SocketStream) -> None:
@@ -88,8 +121,19 @@ async def _serve_streams(host: str, port: int) -> None:
         _announce_port(listeners[0].socket.getsockname()[1])
 
 
-async def _main(host: str, port: int, streams: bool) -> dict[str, Any]:
-    serve = _serve_streams if streams else _serve_raw
+async def _serve_lowlevel(host: str, port: int) -> None:
+    await _serve_raw(host, port, _echo_lowlevel)
+
+
+SERVES: dict[str, Callable[[str, int], Awaitable[None]]] = {
+    "raw": _serve_raw,
+    "streams": _serve_streams,
+    "lowlevel": _serve_lowlevel,
+}
+
+
+async def _main(host: str, port: int, mode: str) -> dict[str, Any]:
+    serve = SERVES[mode]
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(serve, host, port)
@@ -127,13 +171,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--streams",
         action="store_true",
-        help="use trio.serve_tcp and SocketStream instead of raw trio.socket",
+        help="same as --mode streams",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=tuple(SERVES),
+        default="raw",
+        help="raw trio.socket, trio.serve_tcp streams, or trio_uring.lowlevel ops",
     )
     args = parser.parse_args(argv)
+    mode: str = "streams" if args.streams else args.mode
+    if mode == "lowlevel" and args.backend != "uring":
+        parser.error("--mode lowlevel needs --backend uring")
 
     run = _runner(args.backend)
-    entry: Callable[[str, int, bool], Awaitable[dict[str, Any]]] = _main
-    stats = run(entry, args.host, args.port, args.streams)
+    entry: Callable[[str, int, str], Awaitable[dict[str, Any]]] = _main
+    stats = run(entry, args.host, args.port, mode)
     try:
         line = json.dumps(stats, default=str, sort_keys=True)
     except (TypeError, ValueError):
