@@ -9,6 +9,9 @@ The same user code -- ``f = await trio.open_file(path, "rb")`` per task, then
 * ``uring``: ``trio_uring.run``: the hooked ``AsyncIOWrapper``, each
   ``read`` one ``IORING_OP_READ`` at the file position, ``seek`` an
   ``lseek`` plus a checkpoint;
+* ``lowlevel`` (reference, not user code): ``trio_uring.run`` and
+  ``trio_uring._ops_file.read(fd, 4096, offset)``, one pread-style native op
+  per read: the cost of the op itself, without the file object;
 * ``uringio`` (when ``--python`` can import it, Python >= 3.12): asyncio on
   ``uringio.UringioLoop``, ``await f.read(size=4096, offset=off)`` (pread
   style: one op, no seek).
@@ -88,8 +91,22 @@ def child(args: argparse.Namespace) -> None:
         async def main() -> None:
             nonlocal count, stop
 
+            async def lowlevel_worker(i: int) -> None:
+                nonlocal count
+                from trio_uring import _ops_file
+
+                fd = os.open(args.file, os.O_RDONLY)
+                while not stop:
+                    await _ops_file.read(fd, block, offsets[i & (N_OFFSETS - 1)])
+                    i += 1
+                    count += 1
+                os.close(fd)
+
             async def worker(i: int) -> None:
                 nonlocal count
+                if args.child == "lowlevel":
+                    await lowlevel_worker(i)
+                    return
                 async with await trio.open_file(args.file, "rb") as f:
                     while not stop:
                         await f.seek(offsets[i & (N_OFFSETS - 1)])
@@ -112,7 +129,7 @@ def child(args: argparse.Namespace) -> None:
                 st = trio.lowlevel.current_statistics().io_statistics
                 result["submitted"] = dict(st.submitted)
 
-        if args.child == "uring":
+        if args.child in ("uring", "lowlevel"):
             import trio_uring
 
             trio_uring.run(main)
@@ -129,7 +146,7 @@ def main() -> int:
         "--tasks", type=lambda s: [int(x) for x in s.split(",")], default=[1, 16]
     )
     ap.add_argument("--block", type=int, default=4096)
-    ap.add_argument("--contenders", default="thread,uring,uringio")
+    ap.add_argument("--contenders", default="thread,uring,lowlevel,uringio")
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--child")
     ap.add_argument("--file")
@@ -188,7 +205,8 @@ def main() -> int:
     print("\n| tasks | ratio | median of per-round ratios |")
     print("|---:|---|---:|")
     for tasks in args.tasks:
-        for a, b in (("uring", "thread"), ("uring", "uringio")):
+        pairs = (("uring", "thread"), ("uring", "uringio"), ("uring", "lowlevel"))
+        for a, b in pairs:
             if (tasks, a) in rates and (tasks, b) in rates:
                 ratios = [
                     x / y for x, y in zip(rates[tasks, a], rates[tasks, b], strict=True)

@@ -248,6 +248,36 @@ def test_text_reads(tmp_path, monkeypatch, thread_calls, newline):  # type: igno
              lambda d: write(d, "t", DATA))  # fmt: skip
 
 
+@pytest.mark.parametrize("newline", [None, "", "\n", "\r\n"])
+def test_lines_across_chunk_boundaries(tmp_path, monkeypatch, thread_calls, newline):  # type: ignore[no-untyped-def]
+    # CR LF pairs straddling the 8 KiB read size, a line longer than several
+    # chunks, multibyte characters cut by the chunk edge.
+    data = b"x" * 8191 + b"\r\n" + "é".encode() * 9000 + b"\rtail\n" + b"y" * 8190
+    data += b"\r\r\n\n" + "€".encode() * 3000 + b"\r"
+
+    async def scenario(obs: list[Any]) -> None:
+        async with await trio.open_file("t", newline=newline) as f:
+            lines = []
+            while line := await f.readline():
+                # tell() values are opaque where Python's decoder holds state
+                # (see docs/native_files.rst); they must seek back right.
+                pos = await f.tell()
+                nxt = await f.readline()
+                await f.seek(pos)
+                assert await f.readline() == nxt
+                await f.seek(pos)
+                lines.append((len(line), line[-2:]))
+            obs.append(lines)
+        async with await trio.open_file("t", "rb") as f:
+            obs.append([len(line) async for line in f])
+            await f.seek(8190)
+            obs.append(await f.readline())
+            obs.append(await f.readline(5))
+
+    run_both(tmp_path, monkeypatch, thread_calls, scenario,
+             lambda d: write(d, "t", data))  # fmt: skip
+
+
 @pytest.mark.parametrize("newline", [None, "", "\n", "\r", "\r\n"])
 def test_text_writes(tmp_path, monkeypatch, thread_calls, newline):  # type: ignore[no-untyped-def]
     async def scenario(obs: list[Any]) -> None:
@@ -375,6 +405,9 @@ def test_path_methods(tmp_path, monkeypatch, thread_calls):  # type: ignore[no-u
             obs.append((await p.exists(), await p.is_file(), await p.is_dir(),
                         await p.is_symlink()))  # fmt: skip
         await catch(obs, P("missing").stat())
+        await catch(obs, P("f").exists(follow_symlinks=False))  # 3.12+ only
+        await catch(obs, P("f").read_text("utf-8", "strict", "\n"))  # 3.13+ only
+        await catch(obs, P("f").stat(bogus=1))
         await catch(obs, P("missing").lstat())
         obs.append(await P("f").read_bytes())
         obs.append(await P("f").read_text())

@@ -528,7 +528,18 @@ class NativeFile:
         ):
             return await self.thread("seek", target, whence)
         await _cancel_point()
-        return self.f.seek(target, whence)
+        f = self.f
+        if (
+            whence == 0
+            and not self.text
+            and type(target) is int
+            and 0 <= target < 1 << 63
+            and not f.closed
+        ):
+            # With Python's buffers empty, a binary seek is exactly an
+            # lseek (Python's own also re-reads the position first).
+            return _lseek(self.fd, target, 0)
+        return f.seek(target, whence)
 
     async def tell(self) -> Any:
         if self.dead:

@@ -30,6 +30,7 @@ runs the original, unchanged.
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from collections.abc import Callable
@@ -342,9 +343,32 @@ def _hook_paths(
         setattr(cls, name, _path_method(name, orig, native))
 
 
+def _accepted(fn: Any) -> tuple[int, frozenset[str]]:
+    """(how many positional arguments, which keywords) ``fn`` takes after
+    self: a call the original would reject goes to the original, so the
+    error is its own (e.g. ``exists(follow_symlinks=...)`` before 3.12)."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())[1:]
+    except (TypeError, ValueError):  # pragma: no cover - no signature
+        return 0, frozenset()
+    positional = sum(
+        p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params
+    )
+    keywords = frozenset(
+        p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    )
+    return positional, keywords
+
+
 def _path_method(name: str, orig: Any, native: Any) -> Any:
+    n_positional, keywords = _accepted(orig)
+
     async def method(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if uring_manager() is not None:
+        if (
+            uring_manager() is not None
+            and len(args) <= n_positional
+            and (not kwargs or keywords.issuperset(kwargs))
+        ):
             try:
                 coro = native(self, *args, **kwargs)
             except TypeError:  # arguments we do not handle: the original decides
