@@ -470,50 +470,49 @@ def test_cancel_before_submit(tmp_path):  # type: ignore[no-untyped-def]
 
 
 def test_cancel_racing_writes_and_reads(tmp_path):  # type: ignore[no-untyped-def]
-    """Cancel at every point around many writes and reads: a write that
-    raised Cancelled is not in the file, one that returned is; a read that
-    raised Cancelled did not move the position."""
+    """Cancel before submission, in flight and racing completion (the
+    canceller runs 0, 1 or 2 checkpoints after the call starts): a write
+    that raised Cancelled is not in the file, one that returned is; a read
+    that raised Cancelled did not move the position."""
+
+    async def cancel_after(k: int, cs: trio.CancelScope) -> None:
+        for _ in range(k):
+            await trio.lowlevel.checkpoint()
+        cs.cancel()
 
     async def main() -> None:
         confirmed = bytearray()
+        outcomes = {"done": 0, "cancelled": 0}
         async with await trio.open_file(tmp_path / "f", "w+b") as f:
-            for i in range(400):
-                chunk = bytes([65 + i % 26]) * (1 + i % 7) * 1000
-                async with trio.open_nursery() as nursery:
-                    with trio.CancelScope() as cs:
-
-                        async def canceller(k: int, cs: trio.CancelScope = cs) -> None:
-                            for _ in range(k):
-                                await trio.lowlevel.checkpoint()
-                            cs.cancel()
-
-                        nursery.start_soon(canceller, i % 4)
-                        try:
-                            await f.write(chunk)
-                        except trio.Cancelled:  # pragma: no cover - not raised here
-                            raise
-                        else:
-                            confirmed += chunk
-                    # Written and then Cancelled at the next checkpoint, or
-                    # cancelled before: confirmed tracks only the first.
+            for i in range(600):
+                chunk = bytes([65 + i % 26]) * 65536
+                done = False
+                with trio.CancelScope() as cs:
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(cancel_after, i % 3, cs)
+                        await f.write(chunk)
+                        done = True
+                if done:
+                    confirmed += chunk
+                outcomes["done" if done else "cancelled"] += 1
+                assert await f.tell() == len(confirmed)
             await f.seek(0)
             assert await f.read() == bytes(confirmed)
             await f.seek(0)
             pos = 0
-            for i in range(400):
+            for i in range(600):
+                got = None
                 with trio.CancelScope() as cs:
                     async with trio.open_nursery() as nursery:
-
-                        async def canceller2(k: int, cs: trio.CancelScope = cs) -> None:
-                            for _ in range(k):
-                                await trio.lowlevel.checkpoint()
-                            cs.cancel()
-
-                        nursery.start_soon(canceller2, i % 3)
-                        data = await f.read(1000)
-                        assert data == bytes(confirmed[pos : pos + 1000])
-                        pos += len(data)
+                        nursery.start_soon(cancel_after, i % 3, cs)
+                        got = await f.read(65536)
+                if got is not None:
+                    assert got == bytes(confirmed[pos : pos + 65536])
+                    pos += len(got)
                 assert await f.tell() == pos
+        stats = trio.lowlevel.current_statistics().io_statistics.submitted
+        assert outcomes["done"], (outcomes, stats)
+        assert outcomes["cancelled"], (outcomes, stats)
 
     trio_uring.run(main)
 

@@ -84,6 +84,7 @@ import errno as _errno
 import io
 import os
 import stat as _stat
+import weakref
 from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
@@ -566,7 +567,11 @@ class NativeFile:
                     await trio.to_thread.run_sync(f.close)
                 else:
                     try:
-                        f.close()  # empty buffers: only close(2), and not the last
+                        # Ops of other tasks on this fd end with
+                        # ClosedResourceError; Python's buffers are empty, so
+                        # close() is only a close(2), and not the last one.
+                        _native.current_manager().notify_closing(self.fd)
+                        f.close()
                     finally:
                         await _ops_file.close(dup)
         self.cache = b""
@@ -585,11 +590,30 @@ def _raw_prefix(raw: str, n: int) -> int:
     return i
 
 
-def engine_for(f: Any) -> NativeFile | None:
-    """A NativeFile for the io object ``f``, or None when it must use threads.
+_ENGINES: weakref.WeakKeyDictionary[Any, NativeFile | None] = (
+    weakref.WeakKeyDictionary()
+)
 
-    Called in the event loop thread of a trio run on io_uring.
+
+def engine_for(f: Any) -> NativeFile | None:
+    """The NativeFile of the io object ``f``, or None when it must use threads.
+
+    One per file object, so every async wrapper of it (trio's and anyio's)
+    shares one read cache.  Called in the event loop thread of a trio run on
+    io_uring.
     """
+    try:
+        return _ENGINES[f]
+    except KeyError:
+        pass
+    except TypeError:  # not weak-referenceable: not a real io object
+        return None
+    eng = _new_engine(f)
+    _ENGINES[f] = eng
+    return eng
+
+
+def _new_engine(f: Any) -> NativeFile | None:
     try:
         tp = type(f)
         if tp is io.TextIOWrapper:
