@@ -132,6 +132,34 @@ def test_binary_reads_positions(tmp_path, monkeypatch, thread_calls):  # type: i
              lambda d: write(d, "f", DATA * 3))  # fmt: skip
 
 
+def test_big_reads(tmp_path, monkeypatch, thread_calls):  # type: ignore[no-untyped-def]
+    # Reads above 128 KiB go straight into the returned bytes object.
+    big = os.urandom(3 << 20) + b"\nend"
+
+    async def scenario(obs: list[Any]) -> None:
+        async with await trio.open_file("big", "rb") as f:
+            obs.append(await f.read() == big)
+            await f.seek(100)
+            data = await f.read(1 << 20)
+            obs.append((len(data), data == big[100 : 100 + (1 << 20)]))
+            await f.seek(-200_000, os.SEEK_END)
+            data = await f.read(1 << 20)  # short: end of file
+            obs.append((len(data), data == big[-200_000:]))
+            obs.append(await f.read(1 << 20))
+            await f.seek(5)
+            buf = bytearray(300_000)
+            obs.append((await f.readinto(buf), bytes(buf) == big[5:300_005]))
+        obs.append(await trio.Path("big").read_bytes() == big)
+        async with await trio.open_file("big", "r", encoding="latin-1") as f:
+            obs.append(
+                await f.read()
+                == big.decode("latin-1").replace("\r\n", "\n").replace("\r", "\n")
+            )
+
+    run_both(tmp_path, monkeypatch, thread_calls, scenario,
+             lambda d: write(d, "big", big))  # fmt: skip
+
+
 def test_binary_writes(tmp_path, monkeypatch, thread_calls):  # type: ignore[no-untyped-def]
     async def scenario(obs: list[Any]) -> None:
         async with await trio.open_file("w", "wb") as f:

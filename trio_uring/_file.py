@@ -80,6 +80,7 @@ f.seek(f.wrapped.tell())`` to resynchronise.
 from __future__ import annotations
 
 import codecs
+import ctypes
 import errno as _errno
 import io
 import os
@@ -132,6 +133,40 @@ def uring_manager() -> UringIOManager | None:
 
 class _Captured(Exception):
     pass
+
+
+# Big reads go straight into the bytes object they return, as os.read
+# does: it is made uninitialised (PyBytes_FromStringAndSize(NULL, n), never a
+# shared singleton for n > 1) and the kernel fills it before anyone else can
+# see it.  Reading into a scratch buffer and copying out costs a second pass
+# over fresh memory, and on the VMs measured here userspace page faults made
+# that copy 3-5x slower than the whole of os.pread (a 2.4 MB file: 1.3 ms
+# against 0.11 ms; straight into the bytes: 0.17 ms).  Small reads keep the
+# cffi buffer + copy, which is cheaper than a ctypes call.
+_BIG = 1 << 17
+_new_bytes = ctypes.pythonapi.PyBytes_FromStringAndSize
+_new_bytes.restype = ctypes.py_object
+_new_bytes.argtypes = (ctypes.c_void_p, ctypes.c_ssize_t)
+
+
+async def pread(fd: int, n: int, offset: int) -> bytes:
+    """One READ of up to ``n`` bytes at ``offset`` (``_CUR``: the file
+    position), returning them as bytes, like os.read/os.pread."""
+    manager = _RUN.runner.io_manager
+    if n <= _BIG:
+        buf = _alloc("char[]", n or 1)
+        got: int = await manager.submit(
+            _READ, fd, int(_cast("uintptr_t", buf)), n, offset, keep=buf
+        )
+        data: bytes = _buffer(buf, got)[:]
+        return data
+    n = min(n, _ops_file.MAX_RW_COUNT)
+    out: bytes = _new_bytes(None, n)
+    view = _from_buffer(out)
+    got = await manager.submit(
+        _READ, fd, int(_cast("uintptr_t", view)), n, offset, keep=(out, view)
+    )
+    return out if got == n else out[:got]
 
 
 # --------------------------------------------------------------------- files
@@ -200,13 +235,7 @@ class NativeFile:
 
     async def _read_raw(self, n: int, offset: int) -> bytes:
         """One READ of up to n bytes (offset -1: the file position)."""
-        manager = _native.current_manager()
-        buf = _alloc("char[]", n or 1)
-        got: int = await manager.submit(
-            _READ, self.fd, int(_cast("uintptr_t", buf)), n, offset, keep=buf
-        )
-        data: bytes = _buffer(buf, got)[:]
-        return data
+        return await pread(self.fd, n, offset)
 
     async def _read_full(self, n: int) -> bytes:
         """Buffered read(n): up to n bytes, short only at end of file."""
@@ -231,14 +260,16 @@ class NativeFile:
         except OSError:
             size = 0
         parts = []
-        chunk = max(size - start + 1, _CHUNK)
+        # The rest of the file in one read (exactly: a short result would be
+        # copied), then small reads until end of file.
+        chunk = size - start if size > start else _CHUNK
         try:
             while True:
-                data = await self._read_raw(min(chunk, _ops_file.MAX_RW_COUNT), _CUR)
+                data = await self._read_raw(chunk, _CUR)
                 if not data:
                     break
                 parts.append(data)
-                chunk = max(chunk, _CHUNK * 8)
+                chunk = _CHUNK * 8
         except BaseException:
             # Cancelled (or failed) half way: the call did not happen.
             if parts:
@@ -333,6 +364,8 @@ class NativeFile:
             return await self._read_text(size)
         if size < 0:
             return await self._read_all()
+        if size > _BIG:
+            return await self._read_full(size)
         # The common case inline: one READ at the file position.
         buf = _alloc("char[]", size or 1)
         got: int = await _RUN.runner.io_manager.submit(
@@ -800,12 +833,13 @@ async def read_bytes(path: Any) -> bytes:
                 _errno.EISDIR, os.strerror(_errno.EISDIR), os.fspath(path)
             )
         parts = []
-        chunk = max(st.st_size + 1, _CHUNK)
+        chunk = st.st_size or _CHUNK
         while True:
-            data = await _ops_file.read(fd, min(chunk, _ops_file.MAX_RW_COUNT))
+            data = await pread(fd, chunk, _CUR)
             if not data:
                 break
             parts.append(data)
+            chunk = _CHUNK * 8
         return b"".join(parts)
     finally:
         with trio.CancelScope(shield=True):
