@@ -16,6 +16,10 @@ The same user code -- ``f = await trio.open_file(path, "rb")`` per task, then
   ``uringio.UringioLoop``, ``await f.read(size=4096, offset=off)`` (pread
   style: one op, no seek).
 
+``--workload lines`` (``async for`` over a 50,000-line text file, per line)
+and ``--workload read_bytes`` (``trio.Path.read_bytes()`` of that 2.4 MB
+file, per call) compare ``thread`` and ``uring`` only.
+
 Each contender runs in a fresh subprocess; rounds alternate contenders
 (A B C A B C ...); the report gives the median reads/s per contender and the
 median over rounds of the per-round ratios.  A 64 MiB file is made once and
@@ -102,8 +106,28 @@ def child(args: argparse.Namespace) -> None:
                     count += 1
                 os.close(fd)
 
+            async def lines_worker() -> None:
+                nonlocal count
+                while not stop:
+                    async with await trio.open_file(args.file) as f:
+                        async for _line in f:
+                            count += 1
+
+            async def read_bytes_worker() -> None:
+                nonlocal count
+                path = trio.Path(args.file)
+                while not stop:
+                    await path.read_bytes()
+                    count += 1
+
             async def worker(i: int) -> None:
                 nonlocal count
+                if args.workload == "lines":
+                    await lines_worker()
+                    return
+                if args.workload == "read_bytes":
+                    await read_bytes_worker()
+                    return
                 if args.child == "lowlevel":
                     await lowlevel_worker(i)
                     return
@@ -147,6 +171,14 @@ def main() -> int:
     )
     ap.add_argument("--block", type=int, default=4096)
     ap.add_argument("--contenders", default="thread,uring,lowlevel,uringio")
+    ap.add_argument(
+        "--workload",
+        choices=("seekread", "lines", "read_bytes"),
+        default="seekread",
+        help="seekread: seek + read(4096) per op (default); lines: async for "
+        "over a 50,000-line text file, per line; read_bytes: trio.Path."
+        "read_bytes() of that 2.4 MB file, per call (thread and uring only)",
+    )
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--child")
     ap.add_argument("--file")
@@ -155,6 +187,9 @@ def main() -> int:
         child(args)
         return 0
     names = args.contenders.split(",")
+    unit = {"seekread": "reads", "lines": "lines", "read_bytes": "calls"}[args.workload]
+    if args.workload != "seekread":
+        names = [n for n in names if n in ("thread", "uring")]
     if "uringio" in names:
         probe = subprocess.run(
             [args.python, "-c", "import uringio"], capture_output=True
@@ -165,9 +200,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "data.bin")
         rng = random.Random(SEED)
-        with open(path, "wb") as f:
-            for _ in range(64):
-                f.write(rng.randbytes(1 << 20))
+        if args.workload == "seekread":
+            with open(path, "wb") as f:
+                for _ in range(64):
+                    f.write(rng.randbytes(1 << 20))
+        else:
+            with open(path, "w") as f:
+                for i in range(50_000):
+                    f.write(f"line {i} " + "x" * 40 + "\n")
         rates: dict[tuple[int, str], list[float]] = {}
         cpus: dict[tuple[int, str], list[float]] = {}
         for tasks in args.tasks:
@@ -178,7 +218,8 @@ def main() -> int:
                             pass
                     out = subprocess.run(
                         [args.python, os.path.abspath(__file__), "--child", name,
-                         "--file", path, "--tasks", str(tasks), "--block",
+                         "--file", path, "--tasks", str(tasks),
+                         "--workload", args.workload, "--block",
                          str(args.block), "--seconds", str(args.seconds)],
                         capture_output=True, text=True, cwd=tmp, check=False,
                     )  # fmt: skip
@@ -190,12 +231,14 @@ def main() -> int:
                     cpus.setdefault((tasks, name), []).append(res["cpu_us"])
                     ops = res.get("submitted", "") if r == 0 else ""
                     print(f"tasks={tasks:<3} round {r + 1}  {name:<8} "
-                          f"{res['rate']:>10,.0f} reads/s  "
-                          f"{res['cpu_us']:.1f} CPU us/read  {ops}",
+                          f"{res['rate']:>10,.0f} {unit}/s  "
+                          f"{res['cpu_us']:.1f} CPU us/{unit[:-1]}  {ops}",
                           file=sys.stderr)  # fmt: skip
-    print(f"\nload average: {os.getloadavg()[0]:.2f}; {args.rounds} rounds x "
+    print(f"\n{args.workload}; load average: {os.getloadavg()[0]:.2f}; "
+          f"{args.rounds} rounds x "
           f"{args.seconds:g} s; python {args.python}\n")  # fmt: skip
-    print("| tasks | contender | reads/s (median) | min | max | CPU us/read |")
+    print(f"| tasks | contender | {unit}/s (median) | min | max | "
+          f"CPU us/{unit[:-1]} |")  # fmt: skip
     print("|---:|---|---:|---:|---:|---:|")
     for (tasks, name), rs in rates.items():
         med = statistics.median(rs)
