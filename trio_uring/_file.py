@@ -826,17 +826,39 @@ async def hardlink_to(path: Any, target: Any) -> None:
 
 
 async def touch(path: Any, mode: int = 0o666, exist_ok: bool = True) -> bool:
-    """pathlib's touch; False if this case needs pathlib's own code."""
+    """pathlib's touch; False if this case needs pathlib's own code.
+
+    pathlib updates the times of an existing path with utime(2), which
+    opens nothing: opening a FIFO or a device for writing could block or
+    act.  So an existing path is only opened (to futimens it) when STATX
+    says it is a regular file; anything else is left to pathlib.
+    """
+    p = os.fspath(path)
+    if exist_ok:
+        try:
+            st = await _ops_file.statx(p)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return False
+        else:
+            if not _stat.S_ISREG(st.st_mode):
+                return False
+            try:
+                fd = await _ops_file.openat(p, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:
+                return False
+            try:
+                os.utime(fd)
+            finally:
+                await _ops_file.close(fd)
+            return True
     flags = os.O_CREAT | os.O_WRONLY | (0 if exist_ok else os.O_EXCL)
     try:
-        fd = await _ops_file.openat(os.fspath(path), flags, mode)
+        fd = await _ops_file.openat(p, flags, mode)
     except (IsADirectoryError, PermissionError):
         return False
-    try:
-        if exist_ok:
-            os.utime(fd)
-    finally:
-        await _ops_file.close(fd)
+    await _ops_file.close(fd)
     return True
 
 
