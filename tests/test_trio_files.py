@@ -10,6 +10,7 @@ must be equal.  On io_uring, ``trio.to_thread.run_sync`` must not be called.
 from __future__ import annotations
 
 import errno
+import gc
 import io
 import os
 import stat
@@ -607,6 +608,20 @@ def test_ring_ops_used(tmp_path):  # type: ignore[no-untyped-def]
         sub = trio.lowlevel.current_statistics().io_statistics.submitted
         for op in ("OPENAT", "READ", "WRITE", "CLOSE", "STATX", "UNLINKAT"):
             assert sub.get(op), (op, sub)
+
+    trio_uring.run(main)
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+def test_unclosed_file_is_collected(tmp_path):  # type: ignore[no-untyped-def]
+    async def main() -> None:
+        f = await trio.open_file(tmp_path / "f", "wb")
+        await f.write(b"x")
+        fd = f.fileno()
+        del f
+        gc.collect()
+        with pytest.raises(OSError, match="Bad file descriptor"):
+            os.fstat(fd)
 
     trio_uring.run(main)
 

@@ -190,6 +190,7 @@ class NativeFile:
     """The native engine behind one async file object (see the module doc)."""
 
     __slots__ = (
+        "__weakref__",
         "binary",
         "buffered",
         "cache",
@@ -639,26 +640,31 @@ def _raw_prefix(raw: str, n: int) -> int:
     return i
 
 
-_ENGINES: weakref.WeakKeyDictionary[Any, NativeFile | None] = (
-    weakref.WeakKeyDictionary()
-)
+#: file object -> weakref to its NativeFile, or False (threads).  Weak both
+#: ways: the engine (which holds the file) lives as long as an async wrapper
+#: holds it, and an unclosed file is still closed when its last user drops it.
+_ENGINES: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
 def engine_for(f: Any) -> NativeFile | None:
     """The NativeFile of the io object ``f``, or None when it must use threads.
 
-    One per file object, so every async wrapper of it (trio's and anyio's)
-    shares one read cache.  Called in the event loop thread of a trio run on
-    io_uring.
+    One per file object while any async wrapper of it (trio's or anyio's)
+    is alive, so they share one read cache.  Called in the event loop thread
+    of a trio run on io_uring.
     """
     try:
-        return _ENGINES[f]
-    except KeyError:
-        pass
+        entry = _ENGINES.get(f)
     except TypeError:  # not weak-referenceable: not a real io object
         return None
+    if entry is False:
+        return None
+    if entry is not None:
+        eng: NativeFile | None = entry()
+        if eng is not None:
+            return eng
     eng = _new_engine(f)
-    _ENGINES[f] = eng
+    _ENGINES[f] = False if eng is None else weakref.ref(eng)
     return eng
 
 
