@@ -251,10 +251,18 @@ def test_open_errors(tmp_path, monkeypatch, thread_calls):  # type: ignore[no-un
 
 
 # -------------------------------------------------------------- text files
+@pytest.mark.parametrize(
+    ("encoding", "errors"),
+    [("utf-8", None), ("latin-1", None), ("utf-8", "surrogateescape")],
+)
 @pytest.mark.parametrize("newline", [None, "", "\n", "\r", "\r\n"])
-def test_text_reads(tmp_path, monkeypatch, thread_calls, newline):  # type: ignore[no-untyped-def]
+def test_text_reads(tmp_path, monkeypatch, thread_calls, newline, encoding, errors):  # type: ignore[no-untyped-def]
+    data = DATA + (b"\xff\xfe bad utf-8\n" if errors else b"")
+
     async def scenario(obs: list[Any]) -> None:
-        async with await trio.open_file("t", newline=newline) as f:
+        async with await trio.open_file(
+            "t", newline=newline, encoding=encoding, errors=errors
+        ) as f:
             obs += [f.name, f.mode, f.encoding, type(f.wrapped).__name__]
             obs.append(await f.readline())
             pos = await f.tell()
@@ -278,7 +286,7 @@ def test_text_reads(tmp_path, monkeypatch, thread_calls, newline):  # type: igno
             obs.append(await f.read(0))
 
     run_both(tmp_path, monkeypatch, thread_calls, scenario,
-             lambda d: write(d, "t", DATA))  # fmt: skip
+             lambda d: write(d, "t", data))  # fmt: skip
 
 
 @pytest.mark.parametrize("newline", [None, "", "\n", "\r\n"])
