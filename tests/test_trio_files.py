@@ -391,6 +391,27 @@ def test_wrap_file(tmp_path, monkeypatch, thread_calls):  # type: ignore[no-unty
              lambda d: write(d, "f", DATA), threads_allowed=1)  # fmt: skip
 
 
+def test_open_file_argument_forms(tmp_path, monkeypatch, thread_calls):  # type: ignore[no-untyped-def]
+    async def scenario(obs: list[Any]) -> None:
+        async with await trio.open_file(b"f", "rb") as f:
+            obs.append((f.name, await f.read(3)))
+        async with await trio.open_file(Path("f"), "rb", buffering=16) as f:
+            obs.append((str(f.name), await f.readline()))
+        fd = os.open("f", os.O_RDONLY)
+        async with await trio.open_file(fd, "rb") as f:  # an fd: opened as given
+            obs.append((f.name == fd, await f.read(2)))
+
+        def opener(path: str, flags: int) -> int:
+            return os.open(path, flags)
+
+        async with await trio.open_file("f", "rb", opener=opener) as f:
+            obs.append(await f.read(2))
+
+    # The fd and opener forms open in a thread (io.open itself), then go native.
+    run_both(tmp_path, monkeypatch, thread_calls, scenario,
+             lambda d: write(d, "f", DATA), threads_allowed=2)  # fmt: skip
+
+
 def test_wrap_file_with_buffered_data_stays_on_threads(tmp_path):  # type: ignore[no-untyped-def]
     (tmp_path / "f").write_bytes(DATA)
 
