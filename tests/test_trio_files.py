@@ -608,6 +608,41 @@ def test_cancelled_write_did_not_happen(tmp_path):  # type: ignore[no-untyped-de
     trio_uring.run(main)
 
 
+def test_aclose_while_other_tasks_read(tmp_path):  # type: ignore[no-untyped-def]
+    """aclose while reads are pending or being submitted: each read returns
+    data or fails with ClosedResourceError (in flight: notify_closing) or
+    ValueError (closed before it started); nothing hangs, the fd is closed."""
+    (tmp_path / "big").write_bytes(os.urandom(4 << 20))
+
+    async def main() -> None:
+        outcomes: list[str] = []
+        for _ in range(20):
+            f = await trio.open_file(tmp_path / "big", "rb")
+            fd = f.fileno()
+
+            async def reader(f: Any = f) -> None:
+                try:
+                    while True:
+                        await f.seek(0)
+                        await f.read(1 << 20)
+                        outcomes.append("data")
+                except (trio.ClosedResourceError, ValueError) as exc:
+                    outcomes.append(type(exc).__name__)
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(6):
+                    nursery.start_soon(reader)
+                for _ in range(3):
+                    await trio.lowlevel.checkpoint()
+                await f.aclose()
+            with pytest.raises(OSError, match="Bad file descriptor"):
+                os.fstat(fd)
+        assert "data" in outcomes
+        assert "ValueError" in outcomes
+
+    trio_uring.run(main)
+
+
 def test_aclose_shielded_and_closes_fd(tmp_path):  # type: ignore[no-untyped-def]
     async def main() -> None:
         f = await trio.open_file(tmp_path / "f", "wb")

@@ -151,6 +151,10 @@ _BIG = 1 << 17
 #: 2.4 MB files concurrently that made read_bytes 4x slower than forcing the
 #: worker from the start (and than trio's thread path).  Alone, the inline
 #: attempt is slightly faster (about 10%), so the first big read keeps it.
+#: Only for fds private to one call (Path.read_bytes/read_text): an op sent
+#: to io-wq looks its fd up only when the worker starts it, so on a file
+#: object another task could close the fd first and the read would get
+#: EBADF -- or, with the number reused, another file.
 _IOSQE_ASYNC = 1 << 4
 _big_in_flight = 0
 _new_bytes = ctypes.pythonapi.PyBytes_FromStringAndSize
@@ -158,9 +162,10 @@ _new_bytes.restype = ctypes.py_object
 _new_bytes.argtypes = (ctypes.c_void_p, ctypes.c_ssize_t)
 
 
-async def pread(fd: int, n: int, offset: int) -> bytes:
+async def pread(fd: int, n: int, offset: int, private: bool = False) -> bytes:
     """One READ of up to ``n`` bytes at ``offset`` (``_CUR``: the file
-    position), returning them as bytes, like os.read/os.pread."""
+    position), returning them as bytes, like os.read/os.pread.  ``private``:
+    nobody else can close ``fd`` meanwhile (see _IOSQE_ASYNC)."""
     manager = _RUN.runner.io_manager
     if n <= _BIG:
         buf = _alloc("char[]", n or 1)
@@ -173,7 +178,7 @@ async def pread(fd: int, n: int, offset: int) -> bytes:
     n = min(n, _ops_file.MAX_RW_COUNT)
     out: bytes = _new_bytes(None, n)
     view = _from_buffer(out)
-    flags = _IOSQE_ASYNC if _big_in_flight else 0
+    flags = _IOSQE_ASYNC if private and _big_in_flight else 0
     _big_in_flight += 1
     try:
         got = await manager.submit(
@@ -250,8 +255,15 @@ class NativeFile:
             return False
         return self.readable if reading else self.writable
 
+    def _check_open(self) -> None:
+        """Before an op that follows a yield: another task may have closed
+        the file meanwhile, and its fd number may already name another file."""
+        if self.f.closed:
+            raise trio.ClosedResourceError("the file was closed by another task")
+
     async def _read_raw(self, n: int, offset: int) -> bytes:
         """One READ of up to n bytes (offset -1: the file position)."""
+        self._check_open()
         return await pread(self.fd, n, offset)
 
     async def _read_full(self, n: int) -> bytes:
@@ -306,6 +318,7 @@ class NativeFile:
             if n < total and n and self.buffered:
                 with trio.CancelScope(shield=True):
                     while n < total:
+                        self._check_open()
                         w = await manager.submit(
                             _WRITE, self.fd, addr + n, total - n, _CUR, keep=view
                         )
@@ -420,6 +433,7 @@ class NativeFile:
             if n and n < length and self.buffered and name == "readinto":
                 with trio.CancelScope(shield=True):
                     while n < length:
+                        self._check_open()
                         got = await manager.submit(
                             _READ, self.fd, addr + n, length - n, _CUR, keep=view
                         )
@@ -879,7 +893,7 @@ async def read_bytes(path: Any) -> bytes:
         parts = []
         chunk = st.st_size or _CHUNK
         while True:
-            data = await pread(fd, chunk, _CUR)
+            data = await pread(fd, chunk, _CUR, private=True)
             if not data:
                 break
             parts.append(data)
