@@ -33,6 +33,7 @@ from __future__ import annotations
 import inspect
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -46,14 +47,31 @@ _PathTypes = (str, bytes, os.PathLike)
 
 
 def install() -> None:
-    """Hook trio (once) and anyio (once it is imported)."""
+    """Hook trio (once) and anyio (once it is imported).
+
+    A trio or anyio whose internals moved (names this module relies on are
+    gone) is not hooked: a RuntimeWarning says so, and files keep working
+    on threads.
+    """
     global _trio_done, _anyio_done
     if not _trio_done:
         _trio_done = True
-        _hook_trio()
+        _guarded(_hook_trio, "trio")
     if not _anyio_done and "anyio" in sys.modules:
         _anyio_done = True
-        _hook_anyio()
+        _guarded(_hook_anyio, "anyio")
+
+
+def _guarded(hook: Callable[[], None], name: str) -> None:
+    try:
+        hook()
+    except Exception as exc:  # pragma: no cover - depends on the version
+        warnings.warn(
+            f"trio-uring cannot hook {name}'s file API ({exc!r}); its files "
+            f"use worker threads. Please report this with your {name} version.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def _engine(holder: Any, f: Any) -> NativeFile | None:
