@@ -51,6 +51,13 @@ Everything follows from that:
   of a file that stays open through the duplicate, so nothing slow happens
   in the event loop), then closes the duplicate with ``IORING_OP_CLOSE``:
   the final release (the filesystem's flush-on-close) runs on the ring.
+* Reads above 128 KiB go straight into the ``bytes`` object they return
+  (see ``pread``), as ``os.read`` does; smaller ones into a cffi buffer.
+* One engine per file object (a weak registry), shared by every trio and
+  anyio wrapper of it.  An op that follows a yield inside one call (the
+  rest of a short write, the next chunk of a ``readline``) first checks
+  that no other task closed the file meanwhile: its fd number could
+  already name another file.
 * ``open``: :func:`io.open` is first run with an opener that captures the
   ``os.open`` flags it computed and stops, so every argument error is
   Python's own and comes before anything touches the file system; then
