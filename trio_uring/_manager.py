@@ -175,6 +175,9 @@ class UringIOManager:
     def __init__(self, *, guest: bool | None = None) -> None:
         if guest is None:
             guest = self._claimed == "guest" or _install.called_from_start_guest_run()
+        from . import _file_hooks  # trio/anyio file APIs go native on this ring
+
+        _file_hooks.install()
         self._ring = Ring(guest=guest)
         self._ringp = self._ring.ptr
         #: the opcodes this kernel implements (IORING_REGISTER_PROBE)
