@@ -164,6 +164,7 @@ _BIG = 1 << 17
 #: EBADF -- or, with the number reused, another file.
 _IOSQE_ASYNC = 1 << 4
 _big_in_flight = 0
+_unpack = ffi.unpack
 _new_bytes = ctypes.pythonapi.PyBytes_FromStringAndSize
 _new_bytes.restype = ctypes.py_object
 _new_bytes.argtypes = (ctypes.c_void_p, ctypes.c_ssize_t)
@@ -176,10 +177,8 @@ async def pread(fd: int, n: int, offset: int, private: bool = False) -> bytes:
     manager = _RUN.runner.io_manager
     if n <= _BIG:
         buf = _alloc("char[]", n or 1)
-        got: int = await manager.submit(
-            _READ, fd, int(_cast("uintptr_t", buf)), n, offset, keep=buf
-        )
-        data: bytes = _buffer(buf, got)[:]
+        got: int = await manager.submit_rw(_READ, fd, buf, n, offset)
+        data: bytes = _unpack(buf, got)
         return data
     global _big_in_flight
     n = min(n, _ops_file.MAX_RW_COUNT)
@@ -405,10 +404,10 @@ class NativeFile:
             return await self._read_full(size)
         # The common case inline: one READ at the file position.
         buf = _alloc("char[]", size or 1)
-        got: int = await _RUN.runner.io_manager.submit(
-            _READ, self.fd, int(_cast("uintptr_t", buf)), size, _CUR, keep=buf
+        got: int = await _RUN.runner.io_manager.submit_rw(
+            _READ, self.fd, buf, size, _CUR
         )
-        data = _buffer(buf, got)[:]
+        data = _unpack(buf, got)
         if got == size or not got or not self.buffered:
             return data
         with trio.CancelScope(shield=True):  # data moved: finish the call
