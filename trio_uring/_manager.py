@@ -701,6 +701,10 @@ class UringIOManager:
         if task is None:  # un-queued or abandoned: nobody waits
             self._finish(op)
             return
+        if res == -_errno.EBADF and op.closed:
+            # an op the kernel had not started yet (io-wq looks the fd up
+            # when it starts) found its fd already closed
+            res = -_errno.ECANCELED
         if res == -_errno.ECANCELED:
             if op.closed:
                 self._finish(op)
