@@ -193,12 +193,7 @@ def anyio_conformance(session: nox.Session) -> None:
     session.install(
         "--upgrade", ".", "trio", "anyio", "pytest", *_anyio_conformance_deps()
     )
-    session.run(
-        "python",
-        "-c",
-        "import sys, trio, anyio; print('python', sys.version.split()[0], "
-        "'| trio', trio.__version__, '| anyio', anyio.__version__)",
-    )
+    _show_versions(session)  # the script prints anyio's version
     session.run("python", "tools/anyio_conformance.py", *session.posargs)
 
 
