@@ -59,9 +59,9 @@ async def _introspect() -> dict[str, Any]:
         "backend": trio.lowlevel.current_statistics().io_statistics.backend,
         "sniffio": sniffio.current_async_library(),
         "cvar": sniffio.current_async_library_cvar.get(),
-        "worker": await anyio.to_thread.run_sync(in_worker),
+        "worker": await trio.to_thread.run_sync(in_worker),
         "cancelled": anyio.get_cancelled_exc_class(),
-        "token_backend": anyio.lowlevel.current_token().backend_class,
+        "current_backend": anyio._core._eventloop.get_async_backend(),
     }
 
 
@@ -82,7 +82,7 @@ def test_backend_trio_uring_runs_on_io_uring_and_looks_like_trio() -> None:
     assert seen["cvar"] == "trio"
     assert seen["worker"] is None  # trio clears it for worker threads
     assert seen["cancelled"] is trio.Cancelled
-    assert seen["token_backend"] is TrioBackend
+    assert seen["current_backend"] is TrioBackend
     # nothing left behind
     assert sniffio.current_async_library_cvar.get() is None
     assert anyio.run(_introspect, backend="trio")["backend"] == "epoll"
@@ -337,3 +337,27 @@ def test_anyio_pytest_plugin_backend_options(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(MOCK_CLOCK_TEST_FILE)
     result = pytester.runpytest_subprocess("-p", "anyio")
     result.assert_outcomes(passed=1)
+
+
+NO_IMPORT_TEST_FILE = """
+import pytest
+import trio
+
+@pytest.fixture
+def anyio_backend():
+    return "trio_uring"
+
+@pytest.mark.anyio
+async def test_on_io_uring():
+    assert trio.lowlevel.current_statistics().io_statistics.backend == "io_uring"
+"""
+
+
+def test_anyio_pytest_plugin_needs_no_import(pytester: pytest.Pytester) -> None:
+    # trio-uring's pytest11 entry point imports trio_uring, which registers
+    # the name; a test module need not import it.
+    pytester.makepyfile(NO_IMPORT_TEST_FILE)
+    pytester.runpytest_subprocess("-p", "anyio").assert_outcomes(passed=1)
+    # ...and the name really comes from there
+    result = pytester.runpytest_subprocess("-p", "anyio", "-p", "no:trio_uring")
+    result.assert_outcomes(failed=1)
