@@ -196,6 +196,16 @@ def test_registration_in_either_import_order(order: str) -> None:
     assert result == ["io_uring", "trio"]
 
 
+def test_unadaptable_anyio_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from anyio._backends import _trio as anyio_trio
+
+    from trio_uring import _anyio
+
+    monkeypatch.delattr(anyio_trio.TestRunner, "_call_in_runner_task")
+    with pytest.raises(ImportError, match="_call_in_runner_task"):
+        _anyio._build_backend()
+
+
 def test_without_trio_uring_imported_the_name_is_unknown() -> None:
     result = _run_child(
         """
@@ -293,6 +303,10 @@ async def coro_fixture(anyio_backend):
 async def test_backend(anyio_backend, agen_fixture, coro_fixture):
     assert backend() == expected(anyio_backend) == agen_fixture
     assert sniffio.current_async_library() == "trio" == coro_fixture
+    if backend() == "io_uring":  # a guest run: no single-issuer ring
+        flags = trio.lowlevel.current_statistics().io_statistics.setup_flags
+        assert "DEFER_TASKRUN" not in flags
+        assert "SINGLE_ISSUER" not in flags
     assert _install._pending_requests == 0
 
 @pytest.mark.anyio

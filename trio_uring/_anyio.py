@@ -133,6 +133,16 @@ def _build_backend() -> tuple[type[Any], type[Any]]:
     from . import _install
     from . import run as uring_run
 
+    # The one private name we override: where anyio's trio runner starts its
+    # guest run (anyio 4.0-4.16).  If it goes away, our override would never
+    # be called and the tests would silently run on epoll: refuse instead.
+    if not callable(getattr(anyio_trio.TestRunner, "_call_in_runner_task", None)):
+        raise ImportError(
+            "trio-uring cannot adapt this anyio version's trio test runner "
+            "(no TestRunner._call_in_runner_task); please report this with "
+            "your anyio version"
+        )
+
     class TrioUringTestRunner(anyio_trio.TestRunner):
         """anyio's trio test runner; its guest run is on io_uring."""
 
