@@ -122,12 +122,22 @@ def _library_is_trio() -> Iterator[None]:
         sniffio.current_async_library_cvar.reset(token)
 
 
+def _run_alive_in_this_thread() -> bool:
+    """trio.lowlevel.in_trio_run(), which trio < 0.26 lacks."""
+    import trio
+
+    try:
+        trio.lowlevel.current_trio_token()
+    except RuntimeError:
+        return False
+    return True
+
+
 def _build_backend() -> tuple[type[Any], type[Any]]:
     """anyio's trio backend and test runner, subclassed to start on io_uring.
 
     Built on first use, so that importing trio_uring never imports anyio.
     """
-    import trio
     from anyio._backends import _trio as anyio_trio
 
     from . import _install
@@ -154,7 +164,7 @@ def _build_backend() -> tuple[type[Any], type[Any]]:
         def _call_in_runner_task(self, *args: Any, **kwargs: Any) -> Any:
             # A run already alive in this thread (the runner's guest run,
             # started by an earlier call) must not leave a request pending.
-            start = self._uring and not trio.lowlevel.in_trio_run()
+            start = self._uring and not _run_alive_in_this_thread()
             if start:
                 _install.request(guest=True)
             try:
