@@ -402,6 +402,17 @@ def test_anyio_process_cancelled_by_deadline() -> None:
     assert anyio_run(main) == -signal.SIGTERM
 
 
+def _anyio_version() -> tuple[int, ...]:
+    from importlib.metadata import version
+
+    return tuple(int(x) for x in version("anyio").split(".")[:2] if x.isdigit())
+
+
+@pytest.mark.skipif(
+    _anyio_version() < (4, 3),
+    reason="anyio < 4.3 leaves a cancelled run_process child unreaped "
+    "(ResourceWarning), on epoll too",
+)
 def test_anyio_run_process_cancelled_kills_child() -> None:
     async def main() -> None:
         with anyio.move_on_after(0.1):
