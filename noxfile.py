@@ -5,6 +5,7 @@
     nox -s "tests-3.12(trio='newest')"      # one of them
     nox -s tests -p 3.13                    # both trio versions on one Python
     nox -s conformance                      # trio's own suite, epoll vs io_uring
+    nox -s anyio_conformance                # anyio's suite (trio backend), same
     nox -s bench                            # bench/run_all.py: every benchmark
     nox -s docs                             # sphinx-build -W
     nox -s lint                             # ruff check, ruff format --check, mypy
@@ -38,7 +39,7 @@ HERE = Path(__file__).resolve().parent
 nox.options.default_venv_backend = "venv"
 nox.options.error_on_missing_interpreters = True
 # `nox` alone: everything except the benchmark (slow, and noisy on shared CI).
-nox.options.sessions = ["tests", "conformance", "docs", "lint"]
+nox.options.sessions = ["tests", "conformance", "anyio_conformance", "docs", "lint"]
 
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 NEWEST_PYTHON = PYTHONS[-1]
@@ -163,6 +164,37 @@ def conformance(session: nox.Session) -> None:
     session.install("--upgrade", ".", "trio", "pytest", *_conformance_deps())
     _show_versions(session)
     session.run("python", "tools/conformance.py", "--run-slow", *session.posargs)
+
+
+def _anyio_conformance_deps() -> list[str]:
+    """The packages anyio's test suite needs (kept in tools/anyio_conformance.py)."""
+    tools = str(HERE / "tools")
+    spec = importlib.util.spec_from_file_location(
+        "_anyio_conformance", HERE / "tools" / "anyio_conformance.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, tools)  # it imports tools/conformance.py
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(tools)
+    return [dist for _mod, dist in module.TEST_DEPS]
+
+
+@nox.session(python=NEWEST_PYTHON)
+def anyio_conformance(session: nox.Session) -> None:
+    """anyio's own test suite, trio backend, on epoll and on io_uring.
+
+    tools/anyio_conformance.py downloads the sdist of the installed anyio
+    (its tests are not in the wheel) with pip.
+    """
+    session.install(
+        "--upgrade", ".", "trio", "anyio", "pytest", *_anyio_conformance_deps()
+    )
+    _show_versions(session)  # the script prints anyio's version
+    session.run("python", "tools/anyio_conformance.py", *session.posargs)
 
 
 @nox.session(python=NEWEST_PYTHON)

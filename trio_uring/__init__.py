@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import trio
 
 from . import _install, lowlevel
+from ._anyio import register as _register_anyio_backend
 from ._install import UringFallbackWarning
 from ._manager import UringIOManager, UringStatistics
 from ._ring import UringUnavailableError
@@ -124,3 +125,6 @@ def installed(*, fallback: str | None = None) -> Iterator[None]:
         yield
     finally:
         _install.set_installed(before)
+
+
+_register_anyio_backend()  # anyio backend "trio_uring" (see _anyio.py)
