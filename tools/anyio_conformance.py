@@ -42,17 +42,14 @@ The packages anyio's suite needs are in ``TEST_DEPS`` (the nox
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
 import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -213,7 +210,6 @@ def run_pytest(
     timeout: float,
     tests: list[str] | None = None,
 ) -> RunResult:
-    result = RunResult(name)
     out = workdir / f"{name}.jsonl"
     log = workdir / f"{name}.log"
     out.unlink(missing_ok=True)
@@ -235,45 +231,7 @@ def run_pytest(
         f"--junitxml={workdir / (name + '.xml')}",
         *extra,
     ]
-    env = dict(os.environ)
-    env[OUT_ENV] = str(out)
-    env["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(HERE), env.get("PYTHONPATH")])
-    )
-    env.pop("PYTHONWARNINGS", None)
-
-    print(f"\n=== {name}: {' '.join(cmd)}", flush=True)
-    start = time.monotonic()
-    with log.open("w", encoding="utf-8") as logf:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=workdir,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            errors="replace",
-            start_new_session=True,
-        )
-
-        def kill() -> None:
-            result.timed_out = True
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-
-        timer = threading.Timer(timeout, kill)
-        timer.start()
-        try:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                sys.stdout.write(line)
-                logf.write(line)
-            result.returncode = proc.wait()
-        finally:
-            timer.cancel()
-    result.wall = time.monotonic() - start
-    result.load(out)
-    return result
+    return _base.run_logged(name, cmd, workdir, out, log, timeout)
 
 
 def rerun(

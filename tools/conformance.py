@@ -377,7 +377,6 @@ def run_pytest(
     timeout: float,
     tests: list[str] | None = None,
 ) -> RunResult:
-    result = RunResult(name)
     out = workdir / f"{name}.jsonl"
     log = workdir / f"{name}.log"
     out.unlink(missing_ok=True)
@@ -404,12 +403,22 @@ def run_pytest(
         f"--junitxml={workdir / (name + '.xml')}",
         *extra,
     ]
+    return run_logged(name, cmd, workdir, out, log, timeout)
+
+
+def run_logged(
+    name: str, cmd: list[str], workdir: Path, out: Path, log: Path, timeout: float
+) -> RunResult:
+    """Run one pytest command (``cmd``) in ``workdir``; its output goes to the
+    terminal and to ``log``, its per-test records to ``out`` (the recorder
+    plugin's file); killed with its process group after ``timeout`` s."""
+    result = RunResult(name)
     env = dict(os.environ)
     env[OUT_ENV] = str(out)
     env["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(HERE), env.get("PYTHONPATH")])
     )
-    # trio's suite checks some warnings itself; keep the environment's own
+    # the suites check some warnings themselves; keep the environment's own
     # warning filters from turning them into errors.
     env.pop("PYTHONWARNINGS", None)
 
