@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from . import _install, lowlevel
+from . import _install, _socket, lowlevel
 from ._install import UringFallbackWarning
 from ._manager import UringIOManager, UringStatistics
 from ._ring import UringUnavailableError
@@ -66,6 +66,7 @@ def run(
     """
     if not _install.check_fallback(fallback):
         return trio.run(async_fn, *args, **kwargs)
+    _socket.hook()
     _install.request(guest=False)
     try:
         return trio.run(async_fn, *args, **kwargs)
@@ -88,6 +89,7 @@ def start_guest_run(
     if not _install.check_fallback(fallback):
         trio.lowlevel.start_guest_run(async_fn, *args, **kwargs)
         return
+    _socket.hook()
     _install.request(guest=True)
     try:
         trio.lowlevel.start_guest_run(async_fn, *args, **kwargs)
@@ -104,6 +106,7 @@ def install(*, fallback: str | None = None) -> None:
     io_uring, this warns and leaves trio on epoll.
     """
     if _install.check_fallback(fallback):
+        _socket.hook()
         _install.set_installed(True)
 
 

@@ -83,6 +83,8 @@ _WAKE_NS_LIMIT = 86400 * 10**9
 _CLOSE_DRAIN_SECONDS = 10.0
 _LEAKED: list[object] = []
 _CQE_F_MORE = _ring.CQE_F_MORE
+_CQE_F_BUFFER = _ring.CQE_F_BUFFER
+_CQE_BUFFER_SHIFT = _ring.CQE_BUFFER_SHIFT
 _POLLIN = _ring.POLLIN
 _POLLOUT = _ring.POLLOUT
 _prep_poll = lib.tu_prep_poll
@@ -144,6 +146,14 @@ class _FdWaiters:
     write: Op | None = None
 
 
+class _SocketOp(Op):
+    """A ``submit_socket`` op: ``data`` is what a buffer-select recv got."""
+
+    select: Callable[[int, int], bytes] | None = None
+    data = b""
+    busy: dict[int, Op] | None = None
+
+
 class UringIOManager:
     """trio's IO manager on io_uring.  Built by trio's ``setup_runner``.
 
@@ -185,6 +195,9 @@ class UringIOManager:
         self._assisted: dict[int, Op] = {}
         # native ops per fd, for notify_closing
         self._fd_ops: dict[int, set[Op]] = {}
+        # submit_socket ops waiting, by fd and direction (BusyResourceError)
+        self._socket_readers: dict[int, Op] = {}
+        self._socket_writers: dict[int, Op] = {}
         self._assist_op: Op | None = None
         self._closed = False
         self._guest = guest
@@ -392,6 +405,97 @@ class UringIOManager:
 
         result: int = await wait_task_rescheduled(abort)
         return result
+
+    # -- lean path for trio's own sockets (trio_uring._socket) -----------------
+    # ``submit`` is general (closing_fd, fd2, file_index, ioprio...); a busy
+    # socket runs one recv and one send per message, so trio's sockets take
+    # this trimmed copy of it: no keyword parsing, the fd is always the one
+    # notify_closing watches, and with ``select`` the data is copied out of
+    # the provided buffer ring by the completion callback itself, so the
+    # buffer is back in the ring before any task runs (a waiting recv holds
+    # no buffer; a finished one holds it for no longer than the CQE batch).
+    async def submit_socket(
+        self,
+        opcode: int,
+        fd: int,
+        addr: int,
+        length: int,
+        offset: int,
+        op_flags: int,
+        keep: object,
+        reading: bool,
+        select: Callable[[int, int], bytes] | None = None,
+        group: int = 0,
+    ) -> Any:
+        """One socket op with ``submit``'s exact contract; returns the CQE
+        result, or with ``select`` (IOSQE_BUFFER_SELECT from buffer group
+        ``group``) the bytes ``select(buffer_id, result)`` copied out.
+
+        Like ``wait_readable``/``wait_writable``, one task at a time may
+        wait in each direction of a socket (``reading``): a second one gets
+        BusyResourceError (trio's SocketStream relies on that).
+        """
+        await _checkpoint_if_cancelled()
+        busy = self._socket_readers if reading else self._socket_writers
+        waiters = self._waiters.get(fd)
+        if fd in busy or (
+            waiters is not None
+            and (waiters.read if reading else waiters.write) is not None
+        ):
+            raise trio.BusyResourceError(
+                "another task is already reading / writing this fd"
+            )
+        task = current_task()
+        ud = self._next_ud
+        self._next_ud = ud + 1
+        op = self._ops[ud] = _SocketOp(ud, opcode, fd, task)
+        op.keep = keep
+        op.started = _monotonic()
+        fd_ops = self._fd_ops.get(fd)
+        if fd_ops is None:
+            fd_ops = self._fd_ops[fd] = set()
+        fd_ops.add(op)
+        op.watched = fd
+        op.callback = self._socket_done
+        op.busy = busy
+        if select is None:
+            op.args = (addr, length, offset, op_flags, 0, 0, 0, 0)
+        else:
+            op.select = select
+            op.args = (0, length, 0, op_flags, group, 0, 0, _ring.IOSQE_BUFFER_SELECT)
+        self._prep_native(op, *self._deadline_ns(task))
+
+        def abort(raise_cancel: Any) -> Abort:
+            if op.parked or self._unqueue(op):
+                self._finish(op)
+                op.task = None
+                if busy.get(fd) is op:
+                    del busy[fd]
+                return Abort.SUCCEEDED
+            op.raise_cancel = raise_cancel
+            self._cancel_in_kernel(op)
+            return Abort.FAILED
+
+        busy[fd] = op
+        try:
+            res: int = await wait_task_rescheduled(abort)
+        finally:
+            if busy.get(fd) is op:
+                del busy[fd]
+        return res if select is None else op.data
+
+    def _socket_done(self, op: Any, res: int, flags: int) -> None:
+        if flags & _CQE_F_BUFFER:
+            # The buffer goes back to the ring whatever became of the task.
+            op.data = op.select(flags >> _CQE_BUFFER_SHIFT, res)
+        self._native_done(op, res, flags)
+        if op.task is None:
+            # Woken (or abandoned): the socket is free for the next waiter
+            # now, before this task runs again -- as under epoll, where a
+            # woken reader only holds the fd until its wait returns.
+            busy = op.busy
+            if busy.get(op.fd) is op:
+                del busy[op.fd]
 
     def submit_multishot(
         self,
