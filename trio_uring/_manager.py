@@ -198,6 +198,7 @@ class UringIOManager:
         # submit_socket ops waiting, by fd and direction (BusyResourceError)
         self._socket_readers: dict[int, Op] = {}
         self._socket_writers: dict[int, Op] = {}
+        self._trio_deadlines: Any = None  # the runner's Deadlines
         self._assist_op: Op | None = None
         self._closed = False
         self._guest = guest
@@ -209,6 +210,7 @@ class UringIOManager:
         # memory registered with the ring (provided buffers): freed after it
         self._keep_until_closed: list[Any] = []
         self._buffer_ring: Any = None  # _multishot.BufferRing, made on first use
+        self._socket_take: Any = None  # _socket's copy-out for _buffer_ring
         self._direct_slots: Any = None  # _chain.DirectSlots, made on first use
         self._clock: trio.abc.Clock | None = None
         # the run's clock if it is trio's real one, False if not, None: unknown
@@ -451,23 +453,38 @@ class UringIOManager:
         op = self._ops[ud] = _SocketOp(ud, opcode, fd, task)
         op.keep = keep
         op.started = _monotonic()
-        fd_ops = self._fd_ops.get(fd)
-        if fd_ops is None:
-            fd_ops = self._fd_ops[fd] = set()
-        fd_ops.add(op)
-        op.watched = fd
+        # Not in _fd_ops: the busy table (one op per fd and direction) is
+        # where notify_closing finds it, which saves a set per operation.
         op.callback = self._socket_done
         op.busy = busy
         if select is None:
-            op.args = (addr, length, offset, op_flags, 0, 0, 0, 0)
+            sqe_flags = 0
         else:
             op.select = select
-            op.args = (0, length, 0, op_flags, group, 0, 0, _ring.IOSQE_BUFFER_SELECT)
-        self._prep_native(op, *self._deadline_ns(task))
+            addr = offset = 0
+            sqe_flags = _ring.IOSQE_BUFFER_SELECT
+        op.args = args = (addr, length, offset, op_flags, group, 0, 0, sqe_flags)
+        # trio keeps a count of the deadlines attached to tasks: when it is
+        # 0 (no timeout anywhere in the run) skip computing this task's
+        # effective deadline, a walk up its cancel scopes.
+        deadlines = self._trio_deadlines
+        if deadlines is None:
+            deadlines = self._trio_deadlines = (
+                _trio_run.GLOBAL_RUN_CONTEXT.runner.deadlines
+            )
+        if deadlines._active or self._real_clock is None:
+            self._prep_native(op, *self._deadline_ns(task))
+        else:  # _prep_native's one-SQE case, inlined
+            pos = _tu_prep(
+                self._ringp, opcode, sqe_flags, fd, addr, length, offset,
+                op_flags, ud, group, 0, 0,
+            )  # fmt: skip
+            op.position = pos if pos >= 0 else self._ring.prep(
+                opcode, fd, *args[:4], ud, sqe_flags, group, 0, 0
+            )  # fmt: skip
 
         def abort(raise_cancel: Any) -> Abort:
             if op.parked or self._unqueue(op):
-                self._finish(op)
                 op.task = None
                 if busy.get(fd) is op:
                     del busy[fd]
@@ -488,6 +505,17 @@ class UringIOManager:
         if flags & _CQE_F_BUFFER:
             # The buffer goes back to the ring whatever became of the task.
             op.data = op.select(flags >> _CQE_BUFFER_SHIFT, res)
+        task = op.task
+        if res >= 0 and task is not None:
+            # _native_done's common case: it happened, deliver it
+            op.position = -1
+            op.link = None
+            op.task = None
+            busy = op.busy
+            if busy.get(op.fd) is op:
+                del busy[op.fd]
+            reschedule(task, outcome.Value(res))
+            return
         self._native_done(op, res, flags)
         if op.task is None:
             # Woken (or abandoned): the socket is free for the next waiter
@@ -918,6 +946,20 @@ class UringIOManager:
             else:
                 native.closed = True
                 self._cancel_in_kernel(native)
+        for busy in (self._socket_readers, self._socket_writers):
+            # submit_socket ops are found here, not in _fd_ops
+            waiting = busy.pop(fd, None)
+            if waiting is None:
+                continue
+            owner = waiting.task
+            if owner is None:
+                continue
+            if waiting.parked or self._unqueue(waiting):
+                waiting.task = None
+                reschedule(owner, outcome.Error(_closed_error()))
+            else:
+                waiting.closed = True
+                self._cancel_in_kernel(waiting)
         waiters = self._waiters.pop(fd, None)
         if waiters is None:
             return

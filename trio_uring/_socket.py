@@ -69,7 +69,7 @@ import trio
 import trio._core._run as _trio_run
 import trio._socket as _trio_socket
 
-from . import _multishot
+from . import _multishot, _native
 from . import _ops_socket as _ops
 from ._manager import UringIOManager
 from ._ring import OP
@@ -100,6 +100,10 @@ _ENOBUFS = _errno.ENOBUFS
 _MAX_IO = 0x7FFFF000
 _BUFFER_SIZE = _multishot.BUFFER_SIZE
 _BUFFER_GROUP = _multishot.BUFFER_GROUP
+#: Per-op strategy (measured, see docs/native_sockets.rst); module-level so
+#: the benchmark can flip them.
+RECV_SUBMIT_FIRST = True
+SEND_SUBMIT_FIRST = False
 #: recvfrom/recvmsg allocate at most this much to wait in the kernel with
 _OWN_BUFFER_LIMIT = 16384
 
@@ -138,7 +142,7 @@ _ASYNC_CONNECT_ERRORS = frozenset(
 def _manager() -> UringIOManager | None:
     """The running trio's UringIOManager, or None (epoll, or not in trio)."""
     try:
-        manager = _GLOBAL_RUN_CONTEXT.runner.io_manager
+        manager: Any = _GLOBAL_RUN_CONTEXT.runner.io_manager
     except AttributeError:
         return None
     return manager if type(manager) is UringIOManager else None
@@ -148,18 +152,29 @@ def _oserror(code: int) -> OSError:
     return OSError(code, os.strerror(code))
 
 
-def _buffer_ring(manager: UringIOManager) -> _multishot.BufferRing | None:
-    """The run's provided-buffer ring; None if this kernel has none."""
-    ring = manager._buffer_ring
-    if ring is None:
-        if getattr(manager, "_no_buffer_ring", False):
-            return None
+def _take_fn(manager: UringIOManager) -> Callable[[int, int], bytes] | None:
+    """The copy-out function for the run's provided-buffer ring (made on
+    first use): ``take(buffer_id, n)`` returns the first ``n`` bytes of that
+    buffer and gives it back to the kernel.  False if this kernel has no
+    buffer rings."""
+    take = manager._socket_take
+    if take is None:
         try:
             ring = _multishot.buffer_ring(manager)
         except OSError:
-            manager._no_buffer_ring = True  # type: ignore[attr-defined]
+            manager._socket_take = False
             return None
-    return ring  # type: ignore[no-any-return]
+        view = ffi.buffer(ring._buffers)  # slicing it makes one bytes copy
+        give_back = ring.give_back
+
+        def take(bid: int, n: int) -> bytes:
+            start = bid * _BUFFER_SIZE
+            data: bytes = view[start : start + n]
+            give_back(bid)
+            return data
+
+        manager._socket_take = take
+    return take or None
 
 
 def _encode(family: int, address: Any) -> bytes | None:
@@ -196,9 +211,7 @@ async def _try_first(
     return await native(manager)
 
 
-async def _readiness_loop(
-    fd: int, reading: bool, sync: Callable[[], Any]
-) -> Any:
+async def _readiness_loop(fd: int, reading: bool, sync: Callable[[], Any]) -> Any:
     """Wait (POLL_ADD) and retry ``sync`` until it stops saying EAGAIN."""
     wait = trio.lowlevel.wait_readable if reading else trio.lowlevel.wait_writable
     while True:
@@ -255,14 +268,14 @@ async def _recv_select(
     manager: UringIOManager, sock: _stdsocket.socket, nbytes: int, flags: int
 ) -> bytes:
     """RECV into a provided buffer; no buffer is held while it waits."""
-    ring = _buffer_ring(manager)
+    take = manager._socket_take or _take_fn(manager)
     fd = sock.fileno()
-    if ring is None:
+    if take is None:
         return await _recv_own_buffer(manager, sock, min(nbytes, _BUFFER_SIZE), flags)
     try:
         data: bytes = await manager.submit_socket(
             _RECV, fd, 0, min(nbytes, _BUFFER_SIZE), 0, flags, None, True,
-            ring.take, _BUFFER_GROUP,
+            take, _BUFFER_GROUP,
         )  # fmt: skip
         return data
     except OSError as exc:
@@ -309,6 +322,20 @@ async def _recv(self: Any, *args: Any, **kwargs: Any) -> Any:
     sock = self._sock
     if manager is None or type(sock) is not _StdSocket:
         return await _ORIGINAL["recv"](self, *args, **kwargs)
+    if (
+        len(args) == 1
+        and not kwargs
+        and type(args[0]) is int
+        and 0 < args[0] <= _MAX_IO
+    ):
+        nbytes = args[0]  # the common recv(n), checked inline
+        if not RECV_SUBMIT_FIRST:
+            return await _try_first(
+                manager,
+                lambda: sock.recv(nbytes),
+                lambda m: _recv_select(m, sock, nbytes, 0),
+            )
+        return await _recv_select(manager, sock, nbytes, 0)
     if not _int_args(args, kwargs, 2) or not args[0]:
         # odd arguments (the stdlib words the error) or recv(0): trio's way
         return await _try_first(
@@ -322,6 +349,12 @@ async def _recv(self: Any, *args: Any, **kwargs: Any) -> Any:
     flags = args[1] if len(args) > 1 else 0
     if flags & _MSG_DONTWAIT:
         return await _ORIGINAL["recv"](self, *args)
+    if not RECV_SUBMIT_FIRST:
+        return await _try_first(
+            manager,
+            lambda: sock.recv(nbytes, flags),
+            lambda m: _recv_select(m, sock, nbytes, flags),
+        )
     return await _recv_select(manager, sock, nbytes, flags)
 
 
@@ -366,7 +399,7 @@ async def _recv_into(self: Any, *args: Any, **kwargs: Any) -> Any:
 async def _send_native(
     manager: UringIOManager, sock: _stdsocket.socket, data: Any, flags: int
 ) -> int:
-    cbuf, addr, length = _ops._native.readable_buffer(data)
+    cbuf, addr, length = _native.readable_buffer(data)
     return await _native_retry(
         manager, False, _SEND, sock.fileno(), addr, min(length, _MAX_IO), flags, cbuf,
         (cbuf,),
@@ -378,6 +411,22 @@ async def _send(self: Any, *args: Any, **kwargs: Any) -> Any:
     sock = self._sock
     if manager is None or type(sock) is not _StdSocket:
         return await _ORIGINAL["send"](self, *args, **kwargs)
+    if SEND_SUBMIT_FIRST and not kwargs and 1 <= len(args) <= 2:
+        flags = args[1] if len(args) > 1 else 0
+        if (
+            type(flags) is int
+            and 0 <= flags <= 0xFFFFFFFF
+            and not flags & _MSG_DONTWAIT
+        ):
+            try:
+                cbuf = ffi.from_buffer(args[0])
+            except TypeError:
+                pass
+            else:
+                return await _native_retry(
+                    manager, False, _SEND, sock.fileno(), _ops._addr(cbuf),
+                    min(len(cbuf), _MAX_IO), flags, cbuf, (cbuf,),
+                )  # fmt: skip
     await _checkpoint_if_cancelled()
     try:
         result = sock.send(*args, **kwargs)
@@ -565,7 +614,7 @@ async def _sendto(self: Any, *args: Any) -> Any:
         if sockaddr is None:
             return await _readiness_loop(sock.fileno(), False, sync)
         return await _sendmsg_views(
-            m, sock, [_ops._native.readable_buffer(args_list[0])], b"", sockaddr, flags
+            m, sock, [_native.readable_buffer(args_list[0])], b"", sockaddr, flags
         )
 
     return await _try_first(manager, sync, native)
@@ -622,7 +671,7 @@ async def _sendmsg(self: Any, *args: Any) -> Any:
         sockaddr = None if address is None else _encode(sock.family, address)
         if not _family_native(sock) or (address is not None and sockaddr is None):
             return await _readiness_loop(sock.fileno(), False, sync)
-        views = [_ops._native.readable_buffer(b) for b in buffers]
+        views = [_native.readable_buffer(b) for b in buffers]
         control = _ops._control(ancdata)
         return await _sendmsg_views(m, sock, views, control, sockaddr, flags)
 
@@ -664,7 +713,9 @@ async def _accept(self: Any) -> Any:
     sock = self._sock
     if manager is None or type(sock) is not _StdSocket:
         return await _ORIGINAL["accept"](self)
-    conn, address = await _try_first(manager, sock.accept, lambda m: _accept_native(m, sock))
+    conn, address = await _try_first(
+        manager, sock.accept, lambda m: _accept_native(m, sock)
+    )
     return _from_stdlib_socket(conn), address
 
 
