@@ -45,7 +45,7 @@ The semantics are trio's, checkpoint for checkpoint:
 Memory: a waiting ``recv`` must not pin a buffer per connection (trio's
 ``receive_some`` asks for 64 KiB; 10,000 idle connections would pin 640 MB).
 So ``recv`` is a RECV with ``IOSQE_BUFFER_SELECT`` on the run's shared
-provided-buffer ring (``_multishot.BufferRing``: 256 buffers of 4 KiB): the
+provided-buffer ring (``_SocketBuffers``: 256 buffers of 4 KiB): the
 kernel picks a buffer only when data arrives, the completion callback copies
 the bytes out and returns the buffer at once.  A recv that finds more than
 4 KiB waiting gets 4 KiB; the next call gets the rest (a short read, as
@@ -73,7 +73,7 @@ from . import _multishot, _native
 from . import _ops_socket as _ops
 from ._manager import UringIOManager
 from ._ring import OP
-from ._ring_ffi import ffi
+from ._ring_ffi import ffi, lib
 
 _SocketType: Any = _trio_socket._SocketType
 _GLOBAL_RUN_CONTEXT = _trio_run.GLOBAL_RUN_CONTEXT
@@ -99,7 +99,10 @@ _EAGAIN = _errno.EAGAIN
 _ENOBUFS = _errno.ENOBUFS
 _MAX_IO = 0x7FFFF000
 _BUFFER_SIZE = _multishot.BUFFER_SIZE
-_BUFFER_GROUP = _multishot.BUFFER_GROUP
+#: buffers in the socket receive ring (a power of two)
+BUFFER_COUNT = 256
+#: its buffer group id ("tv"; _multishot's ring is "tu")
+SOCKET_BUFFER_GROUP = 0x7476
 #: Per-op strategy (measured, see docs/native_sockets.rst); module-level so
 #: the benchmark can flip them.
 RECV_SUBMIT_FIRST = True
@@ -152,27 +155,62 @@ def _oserror(code: int) -> OSError:
     return OSError(code, os.strerror(code))
 
 
-def _take_fn(manager: UringIOManager) -> Callable[[int, int], bytes] | None:
-    """The copy-out function for the run's provided-buffer ring (made on
-    first use): ``take(buffer_id, n)`` returns the first ``n`` bytes of that
-    buffer and gives it back to the kernel.  False if this kernel has no
-    buffer rings."""
-    take = manager._socket_take
-    if take is None:
-        try:
-            ring = _multishot.buffer_ring(manager)
-        except OSError:
-            manager._socket_take = False
-            return None
-        view = ffi.buffer(ring._buffers)  # slicing it makes one bytes copy
-        give_back = ring.give_back
+class _SocketBuffers:
+    """The provided-buffer ring trio sockets receive into (group
+    ``SOCKET_BUFFER_GROUP``, ``BUFFER_COUNT`` buffers of ``BUFFER_SIZE``).
+
+    Separate from ``_multishot``'s ring so its memory is allocated
+    uninitialised: a page of it becomes resident only once the kernel has
+    written data into it, so a run whose connections sit idle pays nothing
+    for it.  The kernel hands buffers out in ring order and ``take`` gives
+    each back as soon as its bytes are copied out.
+    """
+
+    def __init__(self, manager: UringIOManager) -> None:
+        self._ring_mem = lib.tu_pbuf_ring_alloc(BUFFER_COUNT)
+        if self._ring_mem == ffi.NULL:
+            raise MemoryError("cannot allocate a provided buffer ring")
+        self._buffers = _ops._alloc_uninit("char[]", BUFFER_COUNT * _BUFFER_SIZE)
+        self._base = _ops._addr(self._buffers)
+        ret = lib.tu_pbuf_ring_register(
+            manager._ring.ptr, self._ring_mem, BUFFER_COUNT, SOCKET_BUFFER_GROUP
+        )
+        if ret < 0:
+            lib.tu_pbuf_ring_free(self._ring_mem, BUFFER_COUNT)
+            raise OSError(-ret, os.strerror(-ret))
+        push = lib.tu_pbuf_ring_push
+        ring_mem = self._ring_mem
+        base = self._base
+        for bid in range(BUFFER_COUNT):
+            push(ring_mem, BUFFER_COUNT, base + bid * _BUFFER_SIZE, _BUFFER_SIZE, bid)
+        view = ffi.buffer(self._buffers)  # slicing it makes one bytes copy
 
         def take(bid: int, n: int) -> bytes:
             start = bid * _BUFFER_SIZE
             data: bytes = view[start : start + n]
-            give_back(bid)
+            push(ring_mem, BUFFER_COUNT, base + start, _BUFFER_SIZE, bid)
             return data
 
+        self.take = take
+        # the kernel may write into the buffers until the ring is gone: the
+        # manager frees them after closing it
+        manager._keep_until_closed.append(self)
+
+    def free(self) -> None:
+        if self._ring_mem != ffi.NULL:
+            lib.tu_pbuf_ring_free(self._ring_mem, BUFFER_COUNT)
+            self._ring_mem = ffi.NULL
+
+
+def _take_fn(manager: UringIOManager) -> Callable[[int, int], bytes] | None:
+    """The run's socket buffer ring's ``take(buffer_id, n)`` (made on first
+    use), or None if this kernel has no provided buffer rings."""
+    take: Any = manager._socket_take
+    if take is None:
+        try:
+            take = _SocketBuffers(manager).take
+        except OSError:
+            take = False
         manager._socket_take = take
     return take or None
 
@@ -275,7 +313,7 @@ async def _recv_select(
     try:
         data: bytes = await manager.submit_socket(
             _RECV, fd, 0, min(nbytes, _BUFFER_SIZE), 0, flags, None, True,
-            take, _BUFFER_GROUP,
+            take, SOCKET_BUFFER_GROUP,
         )  # fmt: skip
         return data
     except OSError as exc:
