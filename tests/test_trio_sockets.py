@@ -680,3 +680,77 @@ def test_sendmsg_waits_natively_when_full() -> None:
                         break
 
     run(main)
+
+
+def test_more_completions_than_provided_buffers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 300 receivers complete in one submission batch; the ring has 256
+    # buffers, so the kernel answers ENOBUFS to some: those read with the
+    # syscall instead, and nothing is lost.
+    fallbacks = 0
+    original = hooks._readiness_loop_first
+
+    async def counting(*args: Any) -> bytes:
+        nonlocal fallbacks
+        fallbacks += 1
+        return await original(*args)
+
+    monkeypatch.setattr(hooks, "_readiness_loop_first", counting)
+    n = hooks.BUFFER_COUNT + 44
+
+    async def main() -> None:
+        pairs = [trio.socket.socketpair() for _ in range(n)]
+        results: dict[int, bytes] = {}
+        try:
+            async with trio.open_nursery() as nursery:
+
+                async def reader(i: int, sock: trio.socket.SocketType) -> None:
+                    results[i] = await sock.recv(100)
+
+                for i, (a, _) in enumerate(pairs):
+                    a._sock.send(b"%d" % i)  # type: ignore[attr-defined]
+                # every recv finds its data at submission: all take a buffer
+                # in the one io_uring_enter that submits them
+                for i, (_, b) in enumerate(pairs):
+                    nursery.start_soon(reader, i, b)
+        finally:
+            for a, b in pairs:
+                a.close()
+                b.close()
+        assert results == {i: b"%d" % i for i in range(n)}
+
+    run(main)
+    assert fallbacks > 0
+
+
+def test_connect_cancelled_in_flight_closes_the_socket() -> None:
+    # A listener whose accept queue is full drops SYNs: the connect waits in
+    # the kernel until the deadline cancels it.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    fillers = []
+    with listener:
+        for _ in range(4):
+            s = socket.socket()
+            s.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                s.connect(listener.getsockname())
+            fillers.append(s)
+
+        async def main() -> None:
+            before = count("CONNECT")
+            with trio.socket.socket() as sock:
+                with trio.move_on_after(0.3) as scope:
+                    await sock.connect(listener.getsockname())
+                if not scope.cancelled_caught:  # pragma: no cover
+                    pytest.skip("the kernel accepted the connection anyway")
+                assert sock.fileno() == -1  # trio closes a cancelled connect's socket
+            assert count("CONNECT") == before + 1
+
+        try:
+            run(main)
+        finally:
+            for s in fillers:
+                s.close()
