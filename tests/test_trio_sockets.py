@@ -124,10 +124,16 @@ def test_epoll_thread_beside_uring_run() -> None:
         a, b = trio.socket.socketpair()
         with a, b:
             for _ in range(200):
-                await a.send(b"cd")
-                assert await b.recv(2) == b"cd"
+                async with trio.open_nursery() as nursery:
+
+                    async def reader() -> None:
+                        assert await b.recv(2) == b"cd"
+
+                    nursery.start_soon(reader)
+                    await trio.testing.wait_all_tasks_blocked()
+                    await a.send(b"cd")
         await trio.to_thread.run_sync(thread.join)
-        assert count("RECV") > 0
+        assert count("RECV") == 200
 
     run(main)
     assert not errors
@@ -212,6 +218,7 @@ def test_recv_flags_passthrough_and_bad_arguments() -> None:
     async def main() -> None:
         a, b = trio.socket.socketpair()
         with a, b:
+            before = count("RECV")
             async with trio.open_nursery() as nursery:
 
                 async def peek() -> None:
@@ -220,6 +227,7 @@ def test_recv_flags_passthrough_and_bad_arguments() -> None:
                 nursery.start_soon(peek)
                 await trio.testing.wait_all_tasks_blocked()
                 await a.send(b"abc")
+            assert count("RECV") == before + 1  # MSG_PEEK went to the kernel
             assert await b.recv(3) == b"abc"  # the peek left it there
             with pytest.raises(ValueError, match="negative buffersize"):
                 await b.recv(-1)
@@ -519,7 +527,9 @@ def test_streams_end_to_end_go_native() -> None:
             after = submitted()
             assert after.get("CONNECT", 0) > before.get("CONNECT", 0)
             assert after.get("ACCEPT", 0) > before.get("ACCEPT", 0)
-            assert after.get("RECV", 0) >= before.get("RECV", 0) + 20
+            # recv is try-first: it goes to the kernel when no data is there
+            # yet, which a ping-pong makes the common case (not every time)
+            assert after.get("RECV", 0) > before.get("RECV", 0)
             nursery.cancel_scope.cancel()
 
     run(main)
@@ -697,6 +707,8 @@ def test_more_completions_than_provided_buffers(
         return await original(*args)
 
     monkeypatch.setattr(hooks, "_readiness_loop_first", counting)
+    # submit-first, so that every recv takes a buffer at submission
+    monkeypatch.setattr(hooks, "RECV_SUBMIT_FIRST", True)
     n = hooks.BUFFER_COUNT + 44
 
     async def main() -> None:

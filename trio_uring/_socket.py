@@ -60,6 +60,7 @@ bigger one waits for readiness and runs the syscall (trio's path).
 from __future__ import annotations
 
 import errno as _errno
+import operator
 import os
 import socket as _stdsocket
 from collections.abc import Callable
@@ -361,39 +362,31 @@ async def _recv(self: Any, *args: Any, **kwargs: Any) -> Any:
     if manager is None or type(sock) is not _StdSocket:
         return await _ORIGINAL["recv"](self, *args, **kwargs)
     if (
-        len(args) == 1
+        RECV_SUBMIT_FIRST
+        and len(args) == 1
         and not kwargs
         and type(args[0]) is int
         and 0 < args[0] <= _MAX_IO
     ):
-        nbytes = args[0]  # the common recv(n), checked inline
-        if not RECV_SUBMIT_FIRST:
-            return await _try_first(
-                manager,
-                lambda: sock.recv(nbytes),
-                lambda m: _recv_select(m, sock, nbytes, 0),
-            )
-        return await _recv_select(manager, sock, nbytes, 0)
-    if not _int_args(args, kwargs, 2) or not args[0]:
-        # odd arguments (the stdlib words the error) or recv(0): trio's way
-        return await _try_first(
-            manager,
-            lambda: sock.recv(*args, **kwargs),
-            lambda m: _readiness_loop(
-                sock.fileno(), True, lambda: sock.recv(*args, **kwargs)
-            ),
-        )
-    nbytes = args[0]
-    flags = args[1] if len(args) > 1 else 0
-    if flags & _MSG_DONTWAIT:
-        return await _ORIGINAL["recv"](self, *args)
-    if not RECV_SUBMIT_FIRST:
-        return await _try_first(
-            manager,
-            lambda: sock.recv(nbytes, flags),
-            lambda m: _recv_select(m, sock, nbytes, flags),
-        )
-    return await _recv_select(manager, sock, nbytes, flags)
+        return await _recv_select(manager, sock, args[0], 0)
+    # try-first, trio's sandwich inlined (no closures on the hot path)
+    await _checkpoint_if_cancelled()
+    try:
+        data = sock.recv(*args, **kwargs)
+    except BlockingIOError:
+        pass
+    except BaseException:
+        await _cancel_shielded_checkpoint()
+        raise
+    else:
+        await _cancel_shielded_checkpoint()
+        return data
+    # EAGAIN: the stdlib accepted the arguments, (nbytes[, flags])
+    nbytes = operator.index(args[0])
+    flags = operator.index(args[1]) if len(args) > 1 else 0
+    if not nbytes or flags & _MSG_DONTWAIT or not 0 <= flags <= 0xFFFFFFFF:
+        return await _readiness_loop(sock.fileno(), True, lambda: sock.recv(*args))
+    return await _recv_select(manager, sock, min(nbytes, _MAX_IO), flags)
 
 
 async def _recv_into(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -401,32 +394,32 @@ async def _recv_into(self: Any, *args: Any, **kwargs: Any) -> Any:
     sock = self._sock
     if manager is None or type(sock) is not _StdSocket:
         return await _ORIGINAL["recv_into"](self, *args, **kwargs)
-    if kwargs or not 1 <= len(args) <= 3 or not _int_args(args[1:] or (0,), {}, 2):
-        return await _try_first(
-            manager,
-            lambda: sock.recv_into(*args, **kwargs),
-            lambda m: _readiness_loop(
-                sock.fileno(), True, lambda: sock.recv_into(*args, **kwargs)
-            ),
-        )
-    buf = args[0]
-    nbytes = args[1] if len(args) > 1 else 0
-    flags = args[2] if len(args) > 2 else 0
+    await _checkpoint_if_cancelled()
     try:
-        cbuf = ffi.from_buffer(buf, require_writable=True)
-    except (TypeError, BufferError):
+        n = sock.recv_into(*args, **kwargs)
+    except BlockingIOError:
+        pass
+    except BaseException:
+        await _cancel_shielded_checkpoint()
+        raise
+    else:
+        await _cancel_shielded_checkpoint()
+        return n
+    # EAGAIN: the stdlib accepted the arguments, (buffer[, nbytes[, flags]])
+    names = ("buffer", "nbytes", "flags")
+    values = dict(zip(names, args, strict=False))
+    values.update(kwargs)
+    nbytes = operator.index(values.get("nbytes", 0))
+    flags = operator.index(values.get("flags", 0))
+    try:
+        cbuf = ffi.from_buffer(values["buffer"], require_writable=True)
+    except (TypeError, BufferError, KeyError):
         cbuf = None
-    length = len(cbuf) if cbuf is not None else 0
-    if cbuf is None or nbytes > length or flags & _MSG_DONTWAIT or not length:
-        # the stdlib's own error (or recv_into of nothing): trio's way
-        return await _try_first(
-            manager,
-            lambda: sock.recv_into(*args),
-            lambda m: _readiness_loop(
-                sock.fileno(), True, lambda: sock.recv_into(*args)
-            ),
+    if cbuf is None or flags & _MSG_DONTWAIT or not 0 <= flags <= 0xFFFFFFFF:
+        return await _readiness_loop(
+            sock.fileno(), True, lambda: sock.recv_into(*args, **kwargs)
         )
-    want = min(nbytes or length, _MAX_IO)
+    want = min(nbytes or len(cbuf), _MAX_IO)
     return await _native_retry(
         manager, True, _RECV, sock.fileno(), _ops._addr(cbuf), want, flags, cbuf,
         (cbuf,),
