@@ -24,7 +24,7 @@ by ``trio_uring.run``/``start_guest_run``/``install`` and can be removed with
 
 The semantics are trio's, checkpoint for checkpoint:
 
-* try-first ops (every op but ``recv``, ``recv_into`` and ``connect``) do
+* try-first ops (every op but ``recv`` and ``connect``) do
   exactly what ``_nonblocking_helper`` does -- ``checkpoint_if_cancelled``,
   the syscall, then ``cancel_shielded_checkpoint`` whether it returned or
   raised -- so arguments are checked and errors raised by the stdlib itself.
@@ -34,12 +34,12 @@ The semantics are trio's, checkpoint for checkpoint:
   contract is trio's: cancelled before the kernel saw it means nothing
   happened; a completed kernel op delivers its result (the bytes received,
   the connection accepted) and Cancelled comes at the next checkpoint.
-* ``recv``/``recv_into`` (the stream hot path) and ``connect`` are
-  submit-first: the kernel makes the first attempt itself, inside the
-  ``io_uring_enter`` the loop makes anyway, which saves the syscall that
-  would fail with EAGAIN for nearly every message of a request/response
-  protocol.  Arguments are checked the way the stdlib checks them; any shape
-  the fast path does not handle goes down the try-first path.  See
+* ``recv`` (the stream hot path) and ``connect`` are submit-first: the
+  kernel makes the first attempt itself, inside the ``io_uring_enter`` the
+  loop makes anyway, which saves the syscall that fails with EAGAIN for
+  nearly every message of a request/response protocol, and keeps a waiting
+  recv from holding any buffer (below).  ``recv(n)`` is checked inline; any
+  other argument shape goes down the try-first path.  See
   ``docs/native_sockets.rst`` for the measurements behind each choice.
 
 Memory: a waiting ``recv`` must not pin a buffer per connection (trio's
