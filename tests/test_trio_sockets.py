@@ -766,3 +766,25 @@ def test_connect_cancelled_in_flight_closes_the_socket() -> None:
         finally:
             for s in fillers:
                 s.close()
+
+
+def test_msghdr_ops_bad_arguments_as_trio() -> None:
+    # try-first: the stdlib checks the arguments, after trio's cancel point
+    async def main() -> None:
+        a, b = trio.socket.socketpair()
+        with a, b:
+            with trio.testing.assert_checkpoints(), pytest.raises(TypeError):
+                await a.sendmsg(5)  # type: ignore[arg-type]
+            with trio.testing.assert_checkpoints(), pytest.raises(TypeError):
+                await a.sendmsg([b"x"], 5)  # type: ignore[arg-type]
+            with pytest.raises(TypeError):
+                await a.sendmsg([b"x"], [], 0, None, 5)  # type: ignore[call-arg]
+            with (
+                trio.testing.assert_checkpoints(),
+                pytest.raises(ValueError, match="negative buffersize"),
+            ):
+                await b.recvfrom(-1)
+            assert await a.sendmsg(iter([b"a", b"b"])) == 2
+            assert await b.recv(2) == b"ab"
+
+    run(main)

@@ -59,6 +59,7 @@ bigger one waits for readiness and runs the syscall (trio's path).
 
 from __future__ import annotations
 
+import contextlib
 import errno as _errno
 import operator
 import os
@@ -687,9 +688,17 @@ async def _sendmsg(self: Any, *args: Any) -> Any:
     sock = self._sock
     if manager is None or type(sock) is not _StdSocket:
         return await _ORIGINAL["sendmsg"](self, *args)
-    # as trio: (buffers, ancdata=(), flags=0, address=None), address resolved first
-    buffers = list(args[0]) if args else []
-    ancdata = list(args[1]) if len(args) > 1 else []
+    if not 1 <= len(args) <= 4:  # trio's signature raises the TypeError
+        return await _ORIGINAL["sendmsg"](self, *args)
+    # as trio: (buffers, ancdata=(), flags=0, address=None), address resolved
+    # first; iterables are taken once (both paths may need them), anything
+    # else goes to the stdlib as it is, for its own error
+    buffers: Any = args[0]
+    ancdata: Any = args[1] if len(args) > 1 else ()
+    with contextlib.suppress(TypeError):
+        buffers = list(buffers)
+    with contextlib.suppress(TypeError):
+        ancdata = list(ancdata)
     flags = args[2] if len(args) > 2 else 0
     address = args[3] if len(args) > 3 else None
     if address is not None:
