@@ -205,6 +205,7 @@ class UringIOManager:
         self._socket_writers: dict[int, Op] = {}
         self._trio_deadlines: Any = None  # the runner's Deadlines
         self._socket_done_cb = self._socket_done  # one bound method for all
+        self._socket_started = 0.0
         self._assist_op: Op | None = None
         self._closed = False
         self._guest = guest
@@ -464,7 +465,13 @@ class UringIOManager:
         # is the abort function rather than a closure).
         if keep is not None:
             op.keep = keep
-        op.started = _monotonic()
+        # op.started (the in-flight table's age) shares one float per
+        # millisecond rather than keeping a float per op
+        now = _monotonic()
+        started = self._socket_started
+        if now - started > 0.001:
+            self._socket_started = started = now
+        op.started = started
         # Not in _fd_ops: the busy table (one op per fd and direction) is
         # where notify_closing finds it, which saves a set per operation.
         op.callback = self._socket_done_cb
