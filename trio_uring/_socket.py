@@ -159,6 +159,18 @@ def _try_recv(sock: _stdsocket.socket, nbytes: int) -> bytes | None:
         return None
 
 
+_AGAIN: Any = object()  # _attempt's "the syscall said EAGAIN"
+
+
+def _attempt(sync: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``sync(*args, **kwargs)``, or ``_AGAIN`` for EAGAIN (see _try_recv for
+    why this is a plain function)."""
+    try:
+        return sync(*args, **kwargs)
+    except BlockingIOError:
+        return _AGAIN
+
+
 def _manager() -> UringIOManager | None:
     """The running trio's UringIOManager, or None (epoll, or not in trio)."""
     try:
@@ -254,13 +266,11 @@ async def _try_first(
     """``sync()`` as trio would run it; on BlockingIOError ``await native()``."""
     await _checkpoint_if_cancelled()
     try:
-        result = sync()
-    except BlockingIOError:
-        pass
+        result = _attempt(sync)
     except BaseException:
         await _cancel_shielded_checkpoint()
         raise
-    else:
+    if result is not _AGAIN:
         await _cancel_shielded_checkpoint()
         return result
     return await native(manager)
@@ -394,13 +404,11 @@ async def _recv(self: Any, *args: Any, **kwargs: Any) -> Any:
     # try-first, trio's sandwich inlined (no closures on the hot path)
     await _checkpoint_if_cancelled()
     try:
-        data = sock.recv(*args, **kwargs)
-    except BlockingIOError:
-        pass
+        data = _attempt(sock.recv, *args, **kwargs)
     except BaseException:
         await _cancel_shielded_checkpoint()
         raise
-    else:
+    if data is not _AGAIN:
         await _cancel_shielded_checkpoint()
         return data
     # EAGAIN: the stdlib accepted the arguments, (nbytes[, flags])
@@ -418,13 +426,11 @@ async def _recv_into(self: Any, *args: Any, **kwargs: Any) -> Any:
         return await _ORIGINAL["recv_into"](self, *args, **kwargs)
     await _checkpoint_if_cancelled()
     try:
-        n = sock.recv_into(*args, **kwargs)
-    except BlockingIOError:
-        pass
+        n = _attempt(sock.recv_into, *args, **kwargs)
     except BaseException:
         await _cancel_shielded_checkpoint()
         raise
-    else:
+    if n is not _AGAIN:
         await _cancel_shielded_checkpoint()
         return n
     # EAGAIN: the stdlib accepted the arguments, (buffer[, nbytes[, flags]])
@@ -482,13 +488,11 @@ async def _send(self: Any, *args: Any, **kwargs: Any) -> Any:
                 )  # fmt: skip
     await _checkpoint_if_cancelled()
     try:
-        result = sock.send(*args, **kwargs)
-    except BlockingIOError:
-        pass
+        result = _attempt(sock.send, *args, **kwargs)
     except BaseException:
         await _cancel_shielded_checkpoint()
         raise
-    else:
+    if result is not _AGAIN:
         await _cancel_shielded_checkpoint()
         return result
     # the stdlib accepted the arguments: (data[, flags])
