@@ -24,23 +24,26 @@ by ``trio_uring.run``/``start_guest_run``/``install`` and can be removed with
 
 The semantics are trio's, checkpoint for checkpoint:
 
-* try-first ops (every op but ``recv`` and ``connect``) do
-  exactly what ``_nonblocking_helper`` does -- ``checkpoint_if_cancelled``,
-  the syscall, then ``cancel_shielded_checkpoint`` whether it returned or
-  raised -- so arguments are checked and errors raised by the stdlib itself.
-  Only when the syscall says ``EAGAIN`` do they go to the kernel: the native
-  op (RECV, SEND, RECVMSG, SENDMSG, ACCEPT) through
-  :meth:`UringIOManager.submit_socket`/``submit``, whose cancellation
-  contract is trio's: cancelled before the kernel saw it means nothing
-  happened; a completed kernel op delivers its result (the bytes received,
-  the connection accepted) and Cancelled comes at the next checkpoint.
-* ``recv`` (the stream hot path) and ``connect`` are submit-first: the
-  kernel makes the first attempt itself, inside the ``io_uring_enter`` the
-  loop makes anyway, which saves the syscall that fails with EAGAIN for
-  nearly every message of a request/response protocol, and keeps a waiting
-  recv from holding any buffer (below).  ``recv(n)`` is checked inline; any
-  other argument shape goes down the try-first path.  See
-  ``docs/native_sockets.rst`` for the measurements behind each choice.
+* every op but ``connect`` is try-first: exactly what
+  ``_nonblocking_helper`` does -- ``checkpoint_if_cancelled``, the syscall,
+  then ``cancel_shielded_checkpoint`` whether it returned or raised -- so
+  arguments are checked and errors raised by the stdlib itself.  Only when
+  the syscall says ``EAGAIN`` does the op go to the kernel: the native op
+  (RECV, SEND, RECVMSG, SENDMSG, ACCEPT) through
+  :meth:`UringIOManager.submit_socket`, whose cancellation contract is
+  trio's: cancelled before the kernel saw it means nothing happened; a
+  completed kernel op delivers its result (the bytes received, the
+  connection accepted) and Cancelled comes at the next checkpoint.  The
+  EAGAIN is caught in a plain function (``_attempt``/``_try_recv``), never
+  in the coroutine that then waits: a caught exception's traceback makes
+  CPython keep a frame object for the coroutine as long as it lives, about
+  130 bytes per waiting connection.
+* ``connect`` is submit-first: one IORING_OP_CONNECT replaces connect,
+  readiness wait and SO_ERROR.
+* ``RECV_SUBMIT_FIRST``/``SEND_SUBMIT_FIRST`` switch recv/send to
+  submit-first (the kernel makes the first attempt inside the enter the loop
+  makes anyway), for measuring; ``docs/native_sockets.rst`` has the numbers
+  behind each choice.
 
 Memory: a waiting ``recv`` must not pin a buffer per connection (trio's
 ``receive_some`` asks for 64 KiB; 10,000 idle connections would pin 640 MB).
