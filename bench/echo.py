@@ -109,13 +109,16 @@ class Backend:
     c_source: str | None = None
 
 
-def _trio_server(backend: str, *, mode: str) -> Callable[[str, int], list[str]]:
+def _trio_server(
+    backend: str, *, mode: str, readiness: bool = False
+) -> Callable[[str, int], list[str]]:
     def command(host: str, port: int) -> list[str]:
         return [
             sys.executable,
             str(BENCH_DIR / "echo_server.py"),
             "--backend",
             backend,
+            *(["--readiness"] if readiness else []),
             "--mode",
             mode,
             "--host",
@@ -159,6 +162,14 @@ BACKENDS: dict[str, Backend] = {
             peer="epoll",
         ),
         Backend(
+            "uring-poll",
+            "the same trio raw sockets, trio_uring.run with "
+            "TRIO_URING_NATIVE_SOCKETS=0 (readiness: one POLL_ADD per wait)",
+            _trio_server("uring", mode="raw", readiness=True),
+            requires=("trio", "trio_uring"),
+            peer="epoll",
+        ),
+        Backend(
             "uring-lowlevel",
             "trio_uring.lowlevel.recv/send (IORING_OP_RECV/SEND), trio_uring.run",
             _trio_server("uring", mode="lowlevel"),
@@ -175,6 +186,14 @@ BACKENDS: dict[str, Backend] = {
             "uring-streams",
             "trio.serve_tcp + SocketStream, trio_uring.run",
             _trio_server("uring", mode="streams"),
+            requires=("trio", "trio_uring"),
+            peer="epoll-streams",
+        ),
+        Backend(
+            "uring-streams-poll",
+            "trio.serve_tcp + SocketStream, trio_uring.run with "
+            "TRIO_URING_NATIVE_SOCKETS=0",
+            _trio_server("uring", mode="streams", readiness=True),
             requires=("trio", "trio_uring"),
             peer="epoll-streams",
         ),

@@ -16,8 +16,11 @@ measures the IO manager and nothing else.
   IORING_OP_RECV / IORING_OP_SEND instead of try-the-syscall-then-wait.
 
 The modes are named by the code they run, not by the IO path underneath it:
-once trio's own socket methods go native on io_uring, ``raw`` on ``uring``
-runs them too.
+trio's own socket methods go native on io_uring, so ``raw`` and ``streams``
+on ``uring`` run trio_uring's native socket path.  ``--readiness`` (``uring``
+only) sets ``TRIO_URING_NATIVE_SOCKETS=0``: the same code then runs trio's
+own socket methods over the IO manager's readiness path (one ``POLL_ADD`` per
+wait), which is what the core IO manager alone gives.
 
 Protocol with the driver (any future peer server, e.g. asyncio or uvloop,
 follows the same one): print ``PORT <n>`` as the first stdout line once the
@@ -34,6 +37,7 @@ import argparse
 import dataclasses
 import functools
 import json
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -179,8 +183,18 @@ def main(argv: list[str] | None = None) -> int:
         default="raw",
         help="raw trio.socket, trio.serve_tcp streams, or trio_uring.lowlevel ops",
     )
+    parser.add_argument(
+        "--readiness",
+        action="store_true",
+        help="uring: trio's own socket code over wait_readable/wait_writable "
+        "(TRIO_URING_NATIVE_SOCKETS=0)",
+    )
     args = parser.parse_args(argv)
     mode: str = "streams" if args.streams else args.mode
+    if args.readiness:
+        if args.backend != "uring":
+            parser.error("--readiness needs --backend uring")
+        os.environ["TRIO_URING_NATIVE_SOCKETS"] = "0"
     if mode == "lowlevel" and args.backend != "uring":
         parser.error("--mode lowlevel needs --backend uring")
 

@@ -14,8 +14,12 @@ Contenders (each run in a fresh subprocess, ``--child``):
 
 * ``epoll``: ``trio.run``, ``await sock.recv(100)`` on a ``trio.socket``
   socket pair (readiness: epoll_ctl on first wait, then EAGAIN + wait).
-* ``uring-poll``: the same code under ``trio_uring.run`` (the readiness path:
-  one POLL_ADD per wait, cancelled on timeout).
+* ``uring``: the same code under ``trio_uring.run``: trio's socket methods
+  on trio_uring's native path (try the syscall; on EAGAIN a RECV with a
+  provided buffer, under the deadline's linked timeout).
+* ``uring-poll``: the same with ``TRIO_URING_NATIVE_SOCKETS=0``: trio's own
+  socket code over the readiness path (one POLL_ADD per wait, cancelled on
+  timeout).
 * ``uring-native``: ``trio_uring.run``, ``await trio_uring.lowlevel.recv(sock,
   100)`` (kernel-executed IORING_OP_RECV; under a trio deadline the kernel
   gets a linked LINK_TIMEOUT).
@@ -45,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import socket
 import sys
 from collections.abc import Callable, Sequence
@@ -97,8 +102,13 @@ CONTENDERS: dict[str, Contender] = {
     for c in (
         Contender("epoll", "trio.run, trio socket recv", ("trio",)),
         Contender(
+            "uring",
+            "trio_uring.run, trio socket recv (native sockets)",
+            ("trio", "trio_uring"),
+        ),
+        Contender(
             "uring-poll",
-            "trio_uring.run, trio socket recv (POLL_ADD readiness)",
+            "trio_uring.run, trio socket recv, TRIO_URING_NATIVE_SOCKETS=0",
             ("trio", "trio_uring"),
         ),
         Contender(
@@ -217,8 +227,11 @@ async def _asyncio_child(
 def child_main(args: argparse.Namespace) -> int:
     contender: str = args.child
     prof = Profiler(args.profile)
-    if contender in ("epoll", "uring-poll", "uring-native", "floor"):
+    if contender in ("epoll", "uring", "uring-poll", "uring-native", "floor"):
         import trio
+
+        if contender == "uring-poll":
+            os.environ["TRIO_URING_NATIVE_SOCKETS"] = "0"
 
         run: Callable[..., Any] = trio.run
         if contender.startswith("uring"):
@@ -324,7 +337,9 @@ def markdown(
                 f"{fmt_io(c['io_per_timeout'], SHOWN_IO)} |"
             )
     lines += ratio_table(LAYOUT, summary)
-    lines += target_lines(summary, [(None, "uring-native", "epoll", 1.5)])
+    lines += target_lines(
+        summary, [(None, "uring", "epoll", 1.5), (None, "uring-native", "epoll", 1.5)]
+    )
     lines += [
         "",
         "floor = trio.sleep_forever() under the same deadline, no IO at all: the",

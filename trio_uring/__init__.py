@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from . import _install, lowlevel
+from . import _install, _socket, lowlevel
 from ._anyio import register as _register_anyio_backend
 from ._install import UringFallbackWarning
 from ._manager import UringIOManager, UringStatistics
@@ -67,6 +67,7 @@ def run(
     """
     if not _install.check_fallback(fallback):
         return trio.run(async_fn, *args, **kwargs)
+    _socket.hook()
     _install.request(guest=False)
     try:
         return trio.run(async_fn, *args, **kwargs)
@@ -89,6 +90,7 @@ def start_guest_run(
     if not _install.check_fallback(fallback):
         trio.lowlevel.start_guest_run(async_fn, *args, **kwargs)
         return
+    _socket.hook()
     _install.request(guest=True)
     try:
         trio.lowlevel.start_guest_run(async_fn, *args, **kwargs)
@@ -105,6 +107,7 @@ def install(*, fallback: str | None = None) -> None:
     io_uring, this warns and leaves trio on epoll.
     """
     if _install.check_fallback(fallback):
+        _socket.hook()
         _install.set_installed(True)
 
 

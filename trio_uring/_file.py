@@ -135,7 +135,9 @@ def uring_manager() -> UringIOManager | None:
         manager = _RUN.runner.io_manager
     except AttributeError:
         return None
-    return manager if type(manager) is UringIOManager else None
+    if type(manager) is UringIOManager and manager.native_files:
+        return manager
+    return None
 
 
 class _Captured(Exception):

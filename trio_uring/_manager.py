@@ -84,6 +84,8 @@ _WAKE_NS_LIMIT = 86400 * 10**9
 _CLOSE_DRAIN_SECONDS = 10.0
 _LEAKED: list[object] = []
 _CQE_F_MORE = _ring.CQE_F_MORE
+_CQE_F_BUFFER = _ring.CQE_F_BUFFER
+_CQE_BUFFER_SHIFT = _ring.CQE_BUFFER_SHIFT
 _POLLIN = _ring.POLLIN
 _POLLOUT = _ring.POLLOUT
 _prep_poll = lib.tu_prep_poll
@@ -95,6 +97,9 @@ _OP_ASYNC_CANCEL = _ring.OP_ASYNC_CANCEL
 _OP_POLL_ADD = _ring.OP_POLL_ADD
 _tu_prep_rw = lib.tu_prep_rw
 _UD_LINK = _ring.UD_LINK_TIMEOUT
+#: how long after trio's deadline the kernel's linked timeout fires (s); see
+#: _prep_native for the measurement behind it
+_LINK_TIMEOUT_GRACE = 0.05
 _current_task = current_task
 _wait_task_rescheduled = wait_task_rescheduled
 _INF = float("inf")
@@ -151,6 +156,19 @@ class _FdWaiters:
     abort_write: Callable[[Any], Abort] | None = None
 
 
+class _SocketOp(Op):
+    """A ``submit_socket`` op: ``data`` is what a buffer-select recv got."""
+
+    select: Callable[[int, int], bytes] | None = None
+    data = b""
+    busy: dict[int, Op] | None = None
+    manager: UringIOManager
+
+    def __call__(self, raise_cancel: Any) -> Abort:
+        """The op is its own abort function (one object less per wait)."""
+        return self.manager._socket_abort(self, raise_cancel)
+
+
 class UringIOManager:
     """trio's IO manager on io_uring.  Built by trio's ``setup_runner``.
 
@@ -179,6 +197,11 @@ class UringIOManager:
 
         _file_hooks.install()
         self._ring = Ring(guest=guest)
+        #: trio's sockets / files use native ops in this run (the escape
+        #: hatches: TRIO_URING_NATIVE_SOCKETS=0 / TRIO_URING_NATIVE_FILES=0
+        #: keep trio's own readiness / worker-thread code)
+        self.native_sockets = os.environ.get("TRIO_URING_NATIVE_SOCKETS") != "0"
+        self.native_files = os.environ.get("TRIO_URING_NATIVE_FILES") != "0"
         self._ringp = self._ring.ptr
         #: the opcodes this kernel implements (IORING_REGISTER_PROBE)
         self.supported: frozenset[int] = self._ring._supported
@@ -200,6 +223,12 @@ class UringIOManager:
         self._assisted: dict[int, Op] = {}
         # native ops per fd, for notify_closing
         self._fd_ops: dict[int, set[Op]] = {}
+        # submit_socket ops waiting, by fd and direction (BusyResourceError)
+        self._socket_readers: dict[int, Op] = {}
+        self._socket_writers: dict[int, Op] = {}
+        self._trio_deadlines: Any = None  # the runner's Deadlines (heap, count)
+        self._socket_done_cb = self._socket_done  # one bound method for all
+        self._socket_started = 0.0
         self._assist_op: Op | None = None
         self._closed = False
         self._guest = guest
@@ -211,6 +240,7 @@ class UringIOManager:
         # memory registered with the ring (provided buffers): freed after it
         self._keep_until_closed: list[Any] = []
         self._buffer_ring: Any = None  # _multishot.BufferRing, made on first use
+        self._socket_take: Any = None  # _socket's copy-out for _buffer_ring
         self._direct_slots: Any = None  # _chain.DirectSlots, made on first use
         self._clock: trio.abc.Clock | None = None
         # the run's clock if it is trio's real one, False if not, None: unknown
@@ -455,6 +485,129 @@ class UringIOManager:
         self._cancel_in_kernel(op)
         return Abort.FAILED
 
+    # -- lean path for trio's own sockets (trio_uring._socket) -----------------
+    # ``submit`` is general (closing_fd, fd2, file_index, ioprio...); a busy
+    # socket runs one recv and one send per message, so trio's sockets take
+    # this trimmed copy of it: no keyword parsing, the fd is always the one
+    # notify_closing watches, and with ``select`` the data is copied out of
+    # the provided buffer ring by the completion callback itself, so the
+    # buffer is back in the ring before any task runs (a waiting recv holds
+    # no buffer; a finished one holds it for no longer than the CQE batch).
+    async def submit_socket(
+        self,
+        opcode: int,
+        fd: int,
+        addr: int,
+        length: int,
+        offset: int,
+        op_flags: int,
+        keep: object,
+        reading: bool,
+        select: Callable[[int, int], bytes] | None = None,
+        group: int = 0,
+    ) -> Any:
+        """One socket op with ``submit``'s exact contract; returns the CQE
+        result, or with ``select`` (IOSQE_BUFFER_SELECT from buffer group
+        ``group``) the bytes ``select(buffer_id, result)`` copied out.
+
+        Like ``wait_readable``/``wait_writable``, one task at a time may
+        wait in each direction of a socket (``reading``): a second one gets
+        BusyResourceError (trio's SocketStream relies on that).
+        """
+        busy = self._socket_readers if reading else self._socket_writers
+        waiters = self._waiters.get(fd)
+        if fd in busy or (
+            waiters is not None
+            and (waiters.read if reading else waiters.write) is not None
+        ):
+            raise trio.BusyResourceError(
+                "another task is already reading / writing this fd"
+            )
+        task = current_task()
+        ud = self._next_ud
+        self._next_ud = ud + 1
+        op = self._ops[ud] = _SocketOp(ud, opcode, fd, task)
+        # Every object made here lives as long as the op: with 10,000 idle
+        # connections each waiting in recv that is 10,000 of each, so the
+        # op gets only what it needs (no args tuple unless a linked timeout
+        # may need a resubmission, one shared callback, and the op itself
+        # is the abort function rather than a closure).
+        if keep is not None:
+            op.keep = keep
+        # op.started (the in-flight table's age) shares one float per
+        # millisecond rather than keeping a float per op
+        now = _monotonic()
+        started = self._socket_started
+        if now - started > 0.001:
+            self._socket_started = started = now
+        op.started = started
+        # Not in _fd_ops: the busy table (one op per fd and direction) is
+        # where notify_closing finds it, which saves a set per operation.
+        op.callback = self._socket_done_cb
+        op.busy = busy
+        op.manager = self
+        if select is None:
+            sqe_flags = 0
+        else:
+            op.select = select
+            addr = offset = 0
+            sqe_flags = _ring.IOSQE_BUFFER_SELECT
+        deadline = self._kernel_deadline(task)
+        if deadline != _INF:
+            op.args = (addr, length, offset, op_flags, group, 0, 0, sqe_flags)
+            self._prep_native(op, deadline)
+        else:
+            pos = _tu_prep(
+                self._ringp, opcode, sqe_flags, fd, addr, length, offset,
+                op_flags, ud, group, 0, 0,
+            )  # fmt: skip
+            op.position = pos if pos >= 0 else self._ring.prep(
+                opcode, fd, addr, length, offset, op_flags, ud, sqe_flags, group,
+                0, 0,
+            )  # fmt: skip
+        busy[fd] = op
+        try:
+            res: int = await wait_task_rescheduled(op)
+        finally:
+            if busy.get(fd) is op:
+                del busy[fd]
+        return res if select is None else op.data
+
+    def _socket_abort(self, op: Any, raise_cancel: Any) -> Abort:
+        if op.parked or self._unqueue(op):
+            op.task = None
+            busy = op.busy
+            if busy.get(op.fd) is op:
+                del busy[op.fd]
+            return Abort.SUCCEEDED
+        op.raise_cancel = raise_cancel
+        self._cancel_in_kernel(op)
+        return Abort.FAILED
+
+    def _socket_done(self, op: Any, res: int, flags: int) -> None:
+        if flags & _CQE_F_BUFFER:
+            # The buffer goes back to the ring whatever became of the task.
+            op.data = op.select(flags >> _CQE_BUFFER_SHIFT, res)
+        task = op.task
+        if res >= 0 and task is not None:
+            # _native_done's common case: it happened, deliver it
+            op.position = -1
+            op.link_position = -1
+            op.task = None
+            busy = op.busy
+            if busy.get(op.fd) is op:
+                del busy[op.fd]
+            reschedule(task, outcome.Value(res))
+            return
+        self._native_done(op, res, flags)
+        if op.task is None:
+            # Woken (or abandoned): the socket is free for the next waiter
+            # now, before this task runs again -- as under epoll, where a
+            # woken reader only holds the fd until its wait returns.
+            busy = op.busy
+            if busy.get(op.fd) is op:
+                del busy[op.fd]
+
     def submit_multishot(
         self,
         opcode: int,
@@ -614,6 +767,7 @@ class UringIOManager:
                 clock = False
             self._real_clock = clock
             self._clock_offset = clock.offset if clock is not False else 0.0
+            self._trio_deadlines = _trio_run.GLOBAL_RUN_CONTEXT.runner.deadlines
         if clock is False:
             return _INF
         status: Any = task._cancel_status
@@ -621,6 +775,8 @@ class UringIOManager:
             return _INF
         if status.effectively_cancelled:
             return -_INF
+        if not self._trio_deadlines._active:
+            return _INF  # no deadline anywhere in the run (trio counts them)
         deadline = _INF
         while status is not None:
             scope = status._scope
@@ -633,13 +789,19 @@ class UringIOManager:
 
     def _prep_native(self, op: Op, deadline: float) -> None:
         """Queue ``op`` from ``op.args``, linked to a LINK_TIMEOUT that the
-        kernel fires at trio deadline ``deadline`` (finite).
+        kernel fires ``_LINK_TIMEOUT_GRACE`` after trio deadline ``deadline``.
 
         The timeout is absolute on CLOCK_MONOTONIC, the clock under trio's
-        SystemClock (``perf_counter() + offset``), so the kernel ends the op
-        at trio's deadline itself and trio finds it ``parked``: no
-        ASYNC_CANCEL.  A relative timeout would start at submission, later
-        than trio's clock, and lose that race every time.
+        SystemClock (``perf_counter() + offset``).  While trio's loop keeps
+        up, trio's own deadline cancels the op (ASYNC_CANCEL) and the
+        kernel's timer goes with it, unfired.  A kernel timer that does fire
+        is expensive here (a timer interrupt and a wake-up of the loop; in a
+        VM a VM exit): one at the deadline itself, racing trio's cancel,
+        made each timeout cost 1.7x (measured, bench/timeouts.py), and so
+        did a 1 or 10 ms grace once 1,000 tasks put trio's deadline handling
+        that far behind.  With the grace, the kernel stops the op by itself
+        only when the loop is late by more than that (busy or blocked), and
+        trio then finds it ``parked``: no ASYNC_CANCEL.
         """
         addr, length, offset, op_flags, buf_index, file_index, ioprio, flags = op.args
         op.deadline = deadline
@@ -650,9 +812,9 @@ class UringIOManager:
             op.opcode, op.fd, addr, length, offset, op_flags, op.ud,
             flags | _ring.IOSQE_IO_LINK, buf_index, file_index, ioprio,
         )  # fmt: skip
-        # CLOCK_MONOTONIC ns, rounded up: never before trio's
-        # own deadline (-inf: already cancelled, the abort un-queues it)
-        at = deadline - self._clock_offset
+        # CLOCK_MONOTONIC ns, rounded up, plus the grace (-inf: already
+        # cancelled, the abort un-queues it)
+        at = deadline - self._clock_offset + _LINK_TIMEOUT_GRACE
         at_ns = -int(-at * 1e9) if at > 0 else 0
         op.link_position = ring.prep_timeout(
             _ring.OP_LINK_TIMEOUT, at_ns, _UD_LINK, timeout_flags=_ring.TIMEOUT_ABS
@@ -933,6 +1095,20 @@ class UringIOManager:
             else:
                 native.closed = True
                 self._cancel_in_kernel(native)
+        for busy in (self._socket_readers, self._socket_writers):
+            # submit_socket ops are found here, not in _fd_ops
+            waiting = busy.pop(fd, None)
+            if waiting is None:
+                continue
+            owner = waiting.task
+            if owner is None:
+                continue
+            if waiting.parked or self._unqueue(waiting):
+                waiting.task = None
+                reschedule(owner, outcome.Error(_closed_error()))
+            else:
+                waiting.closed = True
+                self._cancel_in_kernel(waiting)
         waiters = self._waiters.pop(fd, None)
         if waiters is None:
             return
