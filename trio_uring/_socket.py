@@ -866,7 +866,15 @@ for _name, _fn in _WRAPPERS.items():
 
 
 def hook() -> None:
-    """Put the io_uring wrappers on trio's _SocketType (idempotent)."""
+    """Put the io_uring wrappers on trio's _SocketType (idempotent).
+
+    Not with TRIO_URING_NATIVE_SOCKETS=0 in the environment: then trio's own
+    methods stay, without even the wrappers' manager check in front of them
+    (runs started while it was not set are told by their manager's
+    ``native_sockets``, which the wrappers check).
+    """
+    if os.environ.get("TRIO_URING_NATIVE_SOCKETS") == "0":
+        return
     for name, wrapper in _WRAPPERS.items():
         if _SocketType.__dict__.get(name) is not wrapper:
             setattr(_SocketType, name, wrapper)
