@@ -154,3 +154,28 @@ def test_anyio_on_asyncio_unchanged(tmp_path):  # type: ignore[no-untyped-def]
     with trio_uring.installed():
         anyio.run(main, backend="asyncio")
     assert os.path.exists(tmp_path / "x")
+
+
+def test_anyio_path_limiter_carried(tmp_path, monkeypatch, thread_calls):  # type: ignore[no-untyped-def]
+    # anyio.Path(..., limiter=L) hands L to the files it opens and the paths
+    # rename/replace return (newer anyio); the native ops keep doing that.
+    import inspect
+
+    if "limiter" not in inspect.signature(anyio.Path.__init__).parameters:
+        pytest.skip("this anyio's Path takes no limiter")
+
+    async def scenario(obs: list[Any]) -> None:
+        limiter = anyio.CapacityLimiter(1)
+        path = anyio.Path("f", limiter=limiter)
+        f = await path.open("rb")
+        obs.append(f.limiter is limiter)
+        obs.append(await f.read())
+        await f.aclose()
+        moved = await path.rename("g")
+        obs.append((moved.limiter is limiter, str(moved)))
+        back = await moved.replace("f")
+        obs.append((back.limiter is limiter, str(back)))
+        plain = await anyio.Path("f").rename("h")
+        obs.append(plain.limiter is None)
+
+    run_both(tmp_path, monkeypatch, thread_calls, scenario)

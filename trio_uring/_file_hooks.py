@@ -175,7 +175,9 @@ def _hook_trio() -> None:
     open_file.__module__ = orig_open_file.__module__
     fio.open_file = open_file
     trio.open_file = open_file
-    _hook_paths(trio.Path, lambda self: self._wrapped_cls(self), wrapper_cls)
+    _hook_paths(
+        trio.Path, lambda self: self._wrapped_cls(self), lambda _, f: wrapper_cls(f)
+    )
 
 
 # ---------------------------------------------------------------- anyio
@@ -236,8 +238,11 @@ def _hook_anyio() -> None:
     afio.open_file = open_file
     anyio.open_file = open_file
 
-    def make_file(f: Any) -> Any:
-        return file_cls(f)
+    def make_file(path: Any, f: Any) -> Any:
+        # an anyio.Path with its own thread limiter hands it to its files
+        # (anyio >= 4.?): native ops use no thread, the fallbacks do
+        limiter = getattr(path, "_limiter", None)
+        return file_cls(f) if limiter is None else file_cls(f, limiter=limiter)
 
     _hook_paths(anyio.Path, lambda self: self._path, make_file)
 
@@ -247,7 +252,9 @@ _FALLBACK: Any = object()
 
 
 def _hook_paths(
-    cls: Any, pathlib_of: Callable[[Any], Any], make_file: Callable[[Any], Any]
+    cls: Any,
+    pathlib_of: Callable[[Any], Any],
+    make_file: Callable[[Any, Any], Any],
 ) -> None:
     """Replace the path methods of ``cls`` (trio.Path or anyio.Path)."""
 
@@ -272,7 +279,10 @@ def _hook_paths(
 
     async def rename(self: Any, target: Any) -> Any:
         await _file.rename(pathlib_of(self), target)
-        return type(self)(target)
+        limiter = getattr(self, "_limiter", None)  # anyio.Path's thread limiter
+        if limiter is None:
+            return type(self)(target)
+        return type(self)(target, limiter=limiter)
 
     async def mkdir(
         self: Any, mode: int = 0o777, parents: bool = False, exist_ok: bool = False
@@ -331,7 +341,7 @@ def _hook_paths(
         f = await open_native(
             pathlib_of(self), mode, buffering, encoding, errors, newline
         )
-        return make_file(f)
+        return make_file(self, f)
 
     natives: dict[str, Any] = {
         "stat": stat,
