@@ -456,6 +456,41 @@ def run_logged(
     return result
 
 
+def compare_runs(
+    ep: RunResult, ur: RunResult, expected: dict[str, str]
+) -> tuple[list[str], list[tuple[str, str]], list[tuple[str, str]]]:
+    """Print how the io_uring run differs from the epoll one.
+
+    Returns (tests passing on epoll, those of them not passing on io_uring
+    with their io_uring outcome, the ones of those not in ``expected``).
+    """
+    baseline = sorted(t for t, o in ep.outcomes.items() if o == PASSED)
+    diffs = [(t, ur.outcomes.get(t, NOT_RUN)) for t in baseline]
+    diffs = [(t, o) for t, o in diffs if o != PASSED]
+    unexpected = [(t, o) for t, o in diffs if t not in expected]
+    allowed = [(t, o) for t, o in diffs if t in expected]
+
+    print(
+        f"\npass on epoll but not on io_uring: {len(diffs)} "
+        f"({len(unexpected)} unexpected, {len(allowed)} listed as expected)"
+    )
+    for t, o in unexpected:
+        print(f"  UNEXPECTED  {t}: {o} on io_uring")
+    for t, o in allowed:
+        print(f"  expected    {t}: {o} on io_uring -- {expected[t]}")
+
+    gains = sorted(
+        t
+        for t, o in ur.outcomes.items()
+        if o == PASSED and ep.outcomes.get(t) != PASSED
+    )
+    if gains:
+        print(f"\npass on io_uring but not on epoll ({len(gains)}):")
+        for t in gains:
+            print(f"  {t}: {ep.outcomes.get(t, NOT_RUN)} on epoll")
+    return baseline, diffs, unexpected
+
+
 def uring_sanity_check() -> str | None:
     """Return None if trio_uring.install() really gives trio an io_uring backend."""
     code = (
@@ -638,30 +673,7 @@ def main() -> int:
 
     if args.only == "both":
         ep, ur = runs["epoll"], runs["uring"]
-        baseline = sorted(t for t, o in ep.outcomes.items() if o == PASSED)
-        diffs = [(t, ur.outcomes.get(t, NOT_RUN)) for t in baseline]
-        diffs = [(t, o) for t, o in diffs if o != PASSED]
-        unexpected = [(t, o) for t, o in diffs if t not in expected]
-        allowed = [(t, o) for t, o in diffs if t in expected]
-
-        print(
-            f"\npass on epoll but not on io_uring: {len(diffs)} "
-            f"({len(unexpected)} unexpected, {len(allowed)} listed as expected)"
-        )
-        for t, o in unexpected:
-            print(f"  UNEXPECTED  {t}: {o} on io_uring")
-        for t, o in allowed:
-            print(f"  expected    {t}: {o} on io_uring -- {expected[t]}")
-
-        gains = sorted(
-            t
-            for t, o in ur.outcomes.items()
-            if o == PASSED and ep.outcomes.get(t) != PASSED
-        )
-        if gains:
-            print(f"\npass on io_uring but not on epoll ({len(gains)}):")
-            for t in gains:
-                print(f"  {t}: {ep.outcomes.get(t, NOT_RUN)} on epoll")
+        baseline, diffs, unexpected = compare_runs(ep, ur, expected)
 
         if expected:
             print(f"\nexpected-differences entries ({args.expected}):")
