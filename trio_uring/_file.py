@@ -99,6 +99,7 @@ from typing import Any
 
 import trio
 import trio._core._run as _trio_run
+from trio.lowlevel import wait_task_rescheduled as _wait_task_rescheduled
 
 from . import _native, _ops_file
 from ._manager import UringIOManager
@@ -179,7 +180,9 @@ async def pread(fd: int, n: int, offset: int, private: bool = False) -> bytes:
     manager = _RUN.runner.io_manager
     if n <= _BIG:
         buf = _alloc("char[]", n or 1)
-        got: int = await manager.submit_rw(_READ, fd, buf, n, offset)
+        got: int = await _wait_task_rescheduled(
+            manager.start_rw(_READ, fd, buf, n, offset)
+        )
         data: bytes = _unpack(buf, got)
         return data
     global _big_in_flight
@@ -406,8 +409,8 @@ class NativeFile:
             return await self._read_full(size)
         # The common case inline: one READ at the file position.
         buf = _alloc("char[]", size or 1)
-        got: int = await _RUN.runner.io_manager.submit_rw(
-            _READ, self.fd, buf, size, _CUR
+        got: int = await _wait_task_rescheduled(
+            _RUN.runner.io_manager.start_rw(_READ, self.fd, buf, size, _CUR)
         )
         data = _unpack(buf, got)
         if got == size or not got or not self.buffered:

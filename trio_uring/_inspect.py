@@ -47,7 +47,9 @@ class InflightOp:
     target: str | None
     #: name of the task waiting for it (None: nobody waits any more)
     task: str | None
-    #: seconds since it was submitted
+    #: seconds since it was submitted (counted from the start of the loop
+    #: iteration that submitted it: the manager reads the clock once per
+    #: iteration, not once per operation)
     age: float
     #: the waiting task's trio deadline (``trio.current_time()`` scale), or None
     deadline: float | None

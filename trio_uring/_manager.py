@@ -59,7 +59,6 @@ import select
 import threading
 import time
 from collections.abc import Callable
-from functools import partial
 from typing import Any, Protocol
 
 import attrs
@@ -156,6 +155,61 @@ class _FdWaiters:
     abort_write: Callable[[Any], Abort] | None = None
 
 
+class _NativeOp(Op):
+    """A ``submit``/``submit_rw`` op; like :class:`_SocketOp` it is its own
+    abort function (no closure per wait), and its completion's common case
+    (it happened, a task waits) runs in :func:`_native_callback` without a
+    bound method per op."""
+
+    def __init__(
+        self,
+        ud: int,
+        opcode: int,
+        fd: int,
+        task: Task | None,
+        manager: UringIOManager,
+        keep: object,
+        started: float,
+        watched: int,
+    ) -> None:
+        self.ud = ud
+        self.opcode = opcode
+        self.fd = fd
+        self.task = task
+        self.manager = manager
+        self.keep = keep
+        self.started = started
+        self.watched = watched
+
+    def __call__(self, raise_cancel: Any) -> Abort:
+        return self.manager._abort_native(self, raise_cancel)
+
+    @staticmethod
+    def callback(op: Op, res: int, flags: int) -> None:
+        task = op.task
+        if res >= 0 and task is not None and op.raise_cancel is None:
+            # it happened and somebody waits: deliver it (_native_done's
+            # common case, inlined with _finish's)
+            op.position = -1
+            op.link_position = -1
+            op.task = None
+            ops_of_fd = op.manager._fd_ops.get(op.watched)  # type: ignore[attr-defined]
+            if ops_of_fd is not None:
+                ops_of_fd.discard(op)
+            if op.watched2 >= 0:
+                op.manager._finish(op)  # type: ignore[attr-defined]
+            reschedule(task, outcome.Value(res))
+            return
+        op.manager._native_done(op, res, flags)  # type: ignore[attr-defined]
+
+
+class _NoDeadlines:
+    """Stands in for trio's deadline heap under a clock that is not trio's
+    real one: the kernel enforces no deadline there."""
+
+    _active = 0
+
+
 class _SocketOp(Op):
     """A ``submit_socket`` op: ``data`` is what a buffer-select recv got."""
 
@@ -212,7 +266,6 @@ class UringIOManager:
         )
         self._ops: dict[int, Op] = {}
         # the CQE callbacks of the hot paths, bound once
-        self._native_done_cb = self._native_done
         self._poll_done_cb = self._poll_done
         self._next_ud = 2  # 0: CQEs we ignore (cancel requests); 1: spare
         self._waiters: dict[int, _FdWaiters] = {}
@@ -222,13 +275,14 @@ class UringIOManager:
         self._epoll: select.epoll | None = select.epoll()
         self._assisted: dict[int, Op] = {}
         # native ops per fd, for notify_closing
+        # (a set stays when it empties, until notify_closing: no set made
+        # and dropped per op; at most one per fd number ever used)
         self._fd_ops: dict[int, set[Op]] = {}
         # submit_socket ops waiting, by fd and direction (BusyResourceError)
         self._socket_readers: dict[int, Op] = {}
         self._socket_writers: dict[int, Op] = {}
         self._trio_deadlines: Any = None  # the runner's Deadlines (heap, count)
         self._socket_done_cb = self._socket_done  # one bound method for all
-        self._socket_started = 0.0
         self._assist_op: Op | None = None
         self._closed = False
         self._guest = guest
@@ -245,6 +299,9 @@ class UringIOManager:
         self._clock: trio.abc.Clock | None = None
         # the run's clock if it is trio's real one, False if not, None: unknown
         self._real_clock: Any = None
+        # time.monotonic() when the loop's last wait returned: the start
+        # time the in-flight table shows for native ops begun since
+        self._now = _monotonic()
         self._clock_offset = 0.0  # the real clock's offset from CLOCK_MONOTONIC
         _inspect.LIVE_MANAGERS.add(self)
 
@@ -322,6 +379,7 @@ class UringIOManager:
             ret = _tu_wait(self._ringp, ns, ring._cqe_buf, _HARVEST_BATCH)
             if ret > 0:
                 ring._harvested = ret
+        self._now = _monotonic()
         if ret >= 0:
             return ret
         # io_uring_enter returns the number of SQEs it consumed even when
@@ -410,9 +468,14 @@ class UringIOManager:
         watched = fd if closing_fd is None else closing_fd
         op = self._new_native(opcode, fd, keep, watched)
         if fd2 >= 0 and fd2 != op.watched:  # a second file (splice/tee source)
-            self._fd_ops.setdefault(fd2, set()).add(op)
+            self._track(fd2, op)
             op.watched2 = fd2
-        deadline = self._kernel_deadline(op.task)  # type: ignore[arg-type]
+        dls = self._trio_deadlines  # _kernel_deadline's first answer, inlined
+        deadline = (
+            _INF
+            if dls is not None and not dls._active
+            else self._kernel_deadline(op.task)  # type: ignore[arg-type]
+        )
         if deadline == _INF:  # the common case: one SQE, no linked timeout
             pos = _tu_prep(
                 self._ringp, opcode, sqe_flags, fd, addr, length, offset,
@@ -426,7 +489,7 @@ class UringIOManager:
             op.args = (addr, length, offset, op_flags, buf_index, file_index, ioprio,
                        sqe_flags)  # fmt: skip
             self._prep_native(op, deadline)
-        result: int = await _wait_task_rescheduled(partial(self._abort_native, op))
+        result: int = await _wait_task_rescheduled(op)
         return result
 
     async def submit_rw(
@@ -444,8 +507,31 @@ class UringIOManager:
         until the final CQE) holding at least ``length`` bytes; no SQE flags,
         buffer group, file index or ioprio.  Same contract as :meth:`submit`.
         """
+        result: int = await _wait_task_rescheduled(
+            self.start_rw(opcode, fd, buf, length, offset, op_flags)
+        )
+        return result
+
+    def start_rw(
+        self,
+        opcode: int,
+        fd: int,
+        buf: Any,
+        length: int,
+        offset: int,
+        op_flags: int = 0,
+    ) -> _NativeOp:
+        """:meth:`submit_rw` without its coroutine: queue the op and return
+        it; the caller must at once ``await wait_task_rescheduled(op)`` (the
+        op is its own abort function).  The hottest callers (file reads)
+        save a coroutine frame per operation this way."""
         op = self._new_native(opcode, fd, buf, fd)
-        deadline = self._kernel_deadline(op.task)  # type: ignore[arg-type]
+        dls = self._trio_deadlines  # _kernel_deadline's first answer, inlined
+        deadline = (
+            _INF
+            if dls is not None and not dls._active
+            else self._kernel_deadline(op.task)  # type: ignore[arg-type]
+        )
         if deadline == _INF:
             pos = _tu_prep_rw(self._ringp, opcode, fd, buf, length, offset, op_flags,
                               op.ud)  # fmt: skip
@@ -457,24 +543,32 @@ class UringIOManager:
         else:
             op.args = (_addr(buf), length, offset, op_flags, 0, 0, 0, 0)
             self._prep_native(op, deadline)
-        result: int = await _wait_task_rescheduled(partial(self._abort_native, op))
-        return result
+        return op
 
-    def _new_native(self, opcode: int, fd: int, keep: object, watched: int) -> Op:
+    def _new_native(
+        self, opcode: int, fd: int, keep: object, watched: int
+    ) -> _NativeOp:
         """A native op for the current task, in the table and tracked by fd."""
         ud = self._next_ud
         self._next_ud = ud + 1
-        op = self._ops[ud] = Op(ud, opcode, fd, _current_task())
-        op.callback = self._native_done_cb
-        op.keep = keep
-        op.started = _monotonic()
+        # ``started`` (the in-flight table's age) is when this loop
+        # iteration's wait returned: no clock read per op
+        op = self._ops[ud] = _NativeOp(
+            ud, opcode, fd, _current_task(), self, keep, self._now, watched
+        )
         if watched >= 0:
-            fd_ops = self._fd_ops.get(watched)
-            if fd_ops is None:
-                fd_ops = self._fd_ops[watched] = set()
-            fd_ops.add(op)
-            op.watched = watched
+            ops_of_fd = self._fd_ops.get(watched)
+            if ops_of_fd is None:
+                ops_of_fd = self._fd_ops[watched] = set()
+            ops_of_fd.add(op)
         return op
+
+    def _track(self, fd: int, op: Op) -> None:
+        """Index ``op`` under ``fd`` for notify_closing."""
+        ops_of_fd = self._fd_ops.get(fd)
+        if ops_of_fd is None:
+            ops_of_fd = self._fd_ops[fd] = set()
+        ops_of_fd.add(op)
 
     def _abort_native(self, op: Op, raise_cancel: Any) -> Abort:
         if op.parked or self._unqueue(op):
@@ -534,13 +628,9 @@ class UringIOManager:
         # is the abort function rather than a closure).
         if keep is not None:
             op.keep = keep
-        # op.started (the in-flight table's age) shares one float per
-        # millisecond rather than keeping a float per op
-        now = _monotonic()
-        started = self._socket_started
-        if now - started > 0.001:
-            self._socket_started = started = now
-        op.started = started
+        # op.started (the in-flight table's age): when the loop's last wait
+        # returned, one float shared by every op begun since
+        op.started = self._now
         # Not in _fd_ops: the busy table (one op per fd and direction) is
         # where notify_closing finds it, which saves a set per operation.
         op.callback = self._socket_done_cb
@@ -552,7 +642,10 @@ class UringIOManager:
             op.select = select
             addr = offset = 0
             sqe_flags = _ring.IOSQE_BUFFER_SELECT
-        deadline = self._kernel_deadline(task)
+        dls = self._trio_deadlines  # _kernel_deadline's first answer, inlined
+        deadline = (
+            _INF if dls is not None and not dls._active else self._kernel_deadline(task)
+        )
         if deadline != _INF:
             op.args = (addr, length, offset, op_flags, group, 0, 0, sqe_flags)
             self._prep_native(op, deadline)
@@ -640,7 +733,7 @@ class UringIOManager:
         op.keep = keep
         op.started = time.monotonic()
         if fd >= 0:
-            self._fd_ops.setdefault(fd, set()).add(op)
+            self._track(fd, op)
             op.watched = fd
         # no deadline: the caller's wait has it
         op.position = self._ring.prep(
@@ -714,7 +807,7 @@ class UringIOManager:
             op.started = time.monotonic()
             op.position_in_chain = i
             if fd >= 0 and not sqe_flags & _IOSQE_FIXED_FILE:
-                self._fd_ops.setdefault(fd, set()).add(op)
+                self._track(fd, op)
                 op.watched = fd
             if i < len(steps) - 1 and not sqe_flags & _ANY_LINK:
                 sqe_flags |= link  # a step may choose its own link kind
@@ -767,16 +860,21 @@ class UringIOManager:
                 clock = False
             self._real_clock = clock
             self._clock_offset = clock.offset if clock is not False else 0.0
-            self._trio_deadlines = _trio_run.GLOBAL_RUN_CONTEXT.runner.deadlines
-        if clock is False:
+            self._trio_deadlines = (
+                _trio_run.GLOBAL_RUN_CONTEXT.runner.deadlines
+                if clock is not False
+                else _NoDeadlines()
+            )
+        if not self._trio_deadlines._active:
+            # No deadline anywhere in the run (trio counts them).  A cancel
+            # already pending is delivered at the wait, which un-queues the
+            # SQE: it never reaches the kernel either way.
             return _INF
         status: Any = task._cancel_status
         if status is None:
             return _INF
         if status.effectively_cancelled:
             return -_INF
-        if not self._trio_deadlines._active:
-            return _INF  # no deadline anywhere in the run (trio counts them)
         deadline = _INF
         while status is not None:
             scope = status._scope
@@ -833,17 +931,13 @@ class UringIOManager:
 
     def _finish(self, op: Op) -> None:
         """Forget ``op`` in the per-fd index (for notify_closing)."""
-        fd_ops = self._fd_ops.get(op.watched)
-        if fd_ops is not None:
-            fd_ops.discard(op)
-            if not fd_ops:
-                del self._fd_ops[op.watched]
+        ops_of_fd = self._fd_ops.get(op.watched)
+        if ops_of_fd is not None:
+            ops_of_fd.discard(op)
         if op.watched2 >= 0:
-            fd_ops = self._fd_ops.get(op.watched2)
-            if fd_ops is not None:
-                fd_ops.discard(op)
-                if not fd_ops:
-                    del self._fd_ops[op.watched2]
+            ops_of_fd = self._fd_ops.get(op.watched2)
+            if ops_of_fd is not None:
+                ops_of_fd.discard(op)
 
     def _native_done(self, op: Op, res: int, flags: int) -> None:
         op.position = -1
@@ -941,7 +1035,7 @@ class UringIOManager:
         self._next_ud = ud + 1
         op = self._ops[ud] = Op(ud, _OP_POLL_ADD, fd, current_task())
         op.callback = self._poll_done_cb
-        op.started = _monotonic()
+        op.started = self._now
         if reading:
             op.reading = True
             waiters.read = op

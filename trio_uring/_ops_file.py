@@ -57,6 +57,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import trio
+from trio.lowlevel import wait_task_rescheduled as _wait_task_rescheduled
 
 from . import _native
 from ._manager import FdLike, UringIOManager
@@ -396,7 +397,9 @@ async def read(fd: FdLike, nbytes: int, offset: int | None = None) -> bytes:
             return await _in_thread(os.read, fd, nbytes)
         return await _in_thread(os.pread, fd, nbytes, offset)
     buf = _alloc_uninit("char[]", nbytes or 1)
-    data: bytes = _unpack(buf, await manager.submit_rw(_READ, fd, buf, nbytes, off))
+    data: bytes = _unpack(
+        buf, await _wait_task_rescheduled(manager.start_rw(_READ, fd, buf, nbytes, off))
+    )
     return data
 
 
