@@ -99,10 +99,10 @@ from typing import Any
 
 import trio
 import trio._core._run as _trio_run
-from trio.lowlevel import wait_task_rescheduled as _wait_task_rescheduled
 
 from . import _native, _ops_file
 from ._manager import UringIOManager
+from ._park import park as _wait_task_rescheduled
 from ._ring import OP
 from ._ring_ffi import ffi
 

@@ -69,6 +69,7 @@ from trio.lowlevel import Abort, Task, current_task, reschedule, wait_task_resch
 
 from . import _inspect, _install, _ring
 from ._ops import Op
+from ._park import park
 from ._ring import Ring
 from ._ring_ffi import ffi, lib
 
@@ -100,7 +101,7 @@ _UD_LINK = _ring.UD_LINK_TIMEOUT
 #: _prep_native for the measurement behind it
 _LINK_TIMEOUT_GRACE = 0.05
 _current_task = current_task
-_wait_task_rescheduled = wait_task_rescheduled
+_wait_task_rescheduled = park
 _INF = float("inf")
 _IOSQE_FIXED_FILE = 1 << 0
 _ANY_LINK = _ring.IOSQE_IO_LINK | _ring.IOSQE_IO_HARDLINK
@@ -660,7 +661,7 @@ class UringIOManager:
             )  # fmt: skip
         busy[fd] = op
         try:
-            res: int = await wait_task_rescheduled(op)
+            res: int = await park(op)
         finally:
             if busy.get(fd) is op:
                 del busy[fd]
@@ -1160,14 +1161,14 @@ class UringIOManager:
 
         Same contract as :func:`trio.lowlevel.wait_readable`.
         """
-        await wait_task_rescheduled(self._arm_wait(fd, True))
+        await park(self._arm_wait(fd, True))
 
     async def wait_writable(self, fd: FdLike) -> None:
         """Block until the kernel reports that ``fd`` is writable.
 
         Same contract as :func:`trio.lowlevel.wait_writable`.
         """
-        await wait_task_rescheduled(self._arm_wait(fd, False))
+        await park(self._arm_wait(fd, False))
 
     def notify_closing(self, fd: FdLike) -> None:
         """Wake ``fd``'s waiters with ClosedResourceError; cancel their kernel ops."""

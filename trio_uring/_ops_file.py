@@ -57,10 +57,10 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import trio
-from trio.lowlevel import wait_task_rescheduled as _wait_task_rescheduled
 
 from . import _native
 from ._manager import FdLike, UringIOManager
+from ._park import park as _wait_task_rescheduled
 from ._ring import OP
 from ._ring_ffi import ffi
 
