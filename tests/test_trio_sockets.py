@@ -281,6 +281,36 @@ def test_two_receivers_busy() -> None:
     run(main)
 
 
+@pytest.mark.parametrize("first", ["recv", "wait_readable"])
+def test_native_recv_and_wait_readable_exclude_each_other(first: str) -> None:
+    # On epoll, a waiting recv is a wait_readable: a second reader of either
+    # kind gets BusyResourceError.  The native recv in flight counts the same.
+    async def main() -> None:
+        a, b = trio.socket.socketpair()
+        with a, b:
+
+            async def reader(kind: str) -> None:
+                if kind == "recv":
+                    await b.recv(1)
+                else:
+                    await trio.lowlevel.wait_readable(b)
+
+            second = "wait_readable" if first == "recv" else "recv"
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(reader, first)
+                await trio.testing.wait_all_tasks_blocked()
+                with trio.fail_after(5), pytest.raises(trio.BusyResourceError):
+                    await reader(second)  # (without the check: it would wait)
+                nursery.cancel_scope.cancel()
+            # and nothing is left behind: both work one after the other
+            await a.send(b"x")
+            await trio.lowlevel.wait_readable(b)
+            assert await b.recv(1) == b"x"
+
+    run(main)
+    trio.run(main)  # the same on epoll
+
+
 def test_econnreset() -> None:
     async def main() -> None:
         listener = trio.socket.socket()

@@ -1028,7 +1028,11 @@ class UringIOManager:
             if fd not in self._checked_fds:
                 self._check_fd(fd)
             waiters = self._waiters[fd] = _FdWaiters()
-        if (waiters.read if reading else waiters.write) is not None:
+        if (waiters.read if reading else waiters.write) is not None or fd in (
+            self._socket_readers if reading else self._socket_writers
+        ):
+            # (a native recv/send on a trio socket counts as a wait too, as
+            # its readiness wait would on epoll)
             raise trio.BusyResourceError(
                 "another task is already reading / writing this fd"
             )
