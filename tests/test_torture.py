@@ -4,8 +4,9 @@ an op that completed in the kernel delivers its result.
 Three families run under a storm of cancellations that land at every moment of
 an op's life (GUIDE section 3):
 
-* before submit: the scope is cancelled before the call (``submit``'s
-  ``checkpoint_if_cancelled`` raises, nothing is queued);
+* before submit: the scope is cancelled before the call (the pending
+  cancel is delivered at the op's wait, which un-queues its SQE: it never
+  reaches the kernel);
 * while queued: a sibling task (:class:`Chaos`) cancels the scope in the same
   trio batch, after the SQE was prepared and before ``io_uring_enter``: the
   SQE becomes a NOP;
