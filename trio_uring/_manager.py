@@ -158,9 +158,8 @@ class _FdWaiters:
 
 class _NativeOp(Op):
     """A ``submit``/``submit_rw`` op; like :class:`_SocketOp` it is its own
-    abort function (no closure per wait), and its completion's common case
-    (it happened, a task waits) runs in :func:`_native_callback` without a
-    bound method per op."""
+    abort function (no closure per wait), and its completion callback is
+    one function for all ops (no bound method stored per op)."""
 
     def __init__(
         self,
@@ -187,20 +186,6 @@ class _NativeOp(Op):
 
     @staticmethod
     def callback(op: Op, res: int, flags: int) -> None:
-        task = op.task
-        if res >= 0 and task is not None and op.raise_cancel is None:
-            # it happened and somebody waits: deliver it (_native_done's
-            # common case, inlined with _finish's)
-            op.position = -1
-            op.link_position = -1
-            op.task = None
-            ops_of_fd = op.manager._fd_ops.get(op.watched)  # type: ignore[attr-defined]
-            if ops_of_fd is not None:
-                ops_of_fd.discard(op)
-            if op.watched2 >= 0:
-                op.manager._finish(op)  # type: ignore[attr-defined]
-            reschedule(task, outcome.Value(res))
-            return
         op.manager._native_done(op, res, flags)  # type: ignore[attr-defined]
 
 
@@ -558,10 +543,7 @@ class UringIOManager:
             ud, opcode, fd, _current_task(), self, keep, self._now, watched
         )
         if watched >= 0:
-            ops_of_fd = self._fd_ops.get(watched)
-            if ops_of_fd is None:
-                ops_of_fd = self._fd_ops[watched] = set()
-            ops_of_fd.add(op)
+            self._track(watched, op)
         return op
 
     def _track(self, fd: int, op: Op) -> None:
@@ -1185,29 +1167,12 @@ class UringIOManager:
                 native.on_close()
                 self._cancel_in_kernel(native)
                 continue
-            owner = native.task
-            if owner is None:
-                continue
-            if native.parked or self._unqueue(native):
-                native.task = None
-                reschedule(owner, outcome.Error(_closed_error()))
-            else:
-                native.closed = True
-                self._cancel_in_kernel(native)
+            self._close_native(native)
         for busy in (self._socket_readers, self._socket_writers):
             # submit_socket ops are found here, not in _fd_ops
             waiting = busy.pop(fd, None)
-            if waiting is None:
-                continue
-            owner = waiting.task
-            if owner is None:
-                continue
-            if waiting.parked or self._unqueue(waiting):
-                waiting.task = None
-                reschedule(owner, outcome.Error(_closed_error()))
-            else:
-                waiting.closed = True
-                self._cancel_in_kernel(waiting)
+            if waiting is not None:
+                self._close_native(waiting)
         waiters = self._waiters.pop(fd, None)
         if waiters is None:
             return
@@ -1229,6 +1194,20 @@ class UringIOManager:
                 reschedule(task, outcome.Error(copy.copy(exc)))
         if raise_at_end:
             raise exc
+
+    def _close_native(self, op: Op) -> None:
+        """notify_closing for one native op a task waits on: never submitted
+        (or parked by its linked timeout): ClosedResourceError now; in the
+        kernel: cancel it, and its CQE decides (see _native_done)."""
+        owner = op.task
+        if owner is None:
+            return
+        if op.parked or self._unqueue(op):
+            op.task = None
+            reschedule(owner, outcome.Error(_closed_error()))
+        else:
+            op.closed = True
+            self._cancel_in_kernel(op)
 
     def _count_in_flight(self) -> int:
         internal = self._internal_ops()
