@@ -632,14 +632,12 @@ def _parse_control(raw: Any, offset: int, length: int) -> list[tuple[int, int, b
     return out
 
 
-async def _sendmsg_native(
-    manager: UringIOManager,
-    fd: int,
-    views: Sequence[tuple[Any, int, int]],
-    control: bytes,
-    sockaddr: bytes | None,
-    flags: int,
-) -> int:
+def _sendmsg_header(
+    views: Sequence[tuple[Any, int, int]], control: bytes, sockaddr: bytes | None
+) -> tuple[Any, int]:
+    """One block holding a SENDMSG ``msghdr``, its iovecs (``views``:
+    ``(owner, address, length)``), the destination and the control data;
+    returns the block (keep it until the final CQE) and its address."""
     iov_off = _MSGHDR_SIZE
     name_off = iov_off + _IOVEC.size * len(views)
     ctrl_off = name_off + _align(len(sockaddr) if sockaddr else 0)
@@ -657,6 +655,53 @@ async def _sendmsg_native(
         base + ctrl_off if control else 0, len(control),
         0,
     )  # fmt: skip
+    return block, base
+
+
+def _recvmsg_header(
+    views: Sequence[tuple[Any, int, int]], ancbufsize: int
+) -> tuple[Any, int, Any, int, int]:
+    """One block holding a RECVMSG ``msghdr``, its iovecs, room for the
+    source address and ``ancbufsize`` bytes of control data; returns the
+    block, its address, its bytes and the offsets of address and control
+    data (for :func:`_recvmsg_outcome`)."""
+    iov_off = _MSGHDR_SIZE
+    name_off = iov_off + _IOVEC.size * len(views)
+    ctrl_off = name_off + _SOCKADDR_STORAGE
+    block, base, raw = _block(ctrl_off + ancbufsize)
+    for i, (_, addr, length) in enumerate(views):
+        _IOVEC.pack_into(raw, iov_off + i * _IOVEC.size, addr, length)
+    _MSGHDR.pack_into(
+        raw, 0,
+        base + name_off, _SOCKADDR_STORAGE,
+        base + iov_off if views else 0, len(views),
+        base + ctrl_off if ancbufsize else 0, ancbufsize,
+        0,
+    )  # fmt: skip
+    return block, base, raw, name_off, ctrl_off
+
+
+def _recvmsg_outcome(
+    raw: Any, name_off: int, ctrl_off: int, ancbufsize: int
+) -> tuple[list[tuple[int, int, bytes]], int, Address]:
+    """(ancdata, msg_flags, address) of a completed RECVMSG."""
+    _, namelen, _, _, _, controllen, msg_flags = _MSGHDR.unpack_from(raw, 0)
+    return (
+        _parse_control(raw, ctrl_off, min(controllen, ancbufsize)),
+        msg_flags,
+        _decode(raw, name_off, namelen),
+    )
+
+
+async def _sendmsg_native(
+    manager: UringIOManager,
+    fd: int,
+    views: Sequence[tuple[Any, int, int]],
+    control: bytes,
+    sockaddr: bytes | None,
+    flags: int,
+) -> int:
+    block, base = _sendmsg_header(views, control, sockaddr)
     return await _submit(
         manager, False, _SENDMSG, fd, base, 1, 0, flags, (block, views),
         bool(flags & _MSG_DONTWAIT),
@@ -736,31 +781,16 @@ async def _recvmsg_native(
     ancbufsize: int,
     flags: int,
 ) -> tuple[bytes, list[tuple[int, int, bytes]], int, Address]:
-    iov_off = _MSGHDR_SIZE
-    name_off = iov_off + _IOVEC.size
-    ctrl_off = name_off + _SOCKADDR_STORAGE
-    block, base, raw = _block(ctrl_off + ancbufsize)
     buf = _alloc_uninit("char[]", max(nbytes, 1))
-    _IOVEC.pack_into(raw, iov_off, _addr(buf), nbytes)
-    _MSGHDR.pack_into(
-        raw, 0,
-        base + name_off, _SOCKADDR_STORAGE,
-        base + iov_off, 1,
-        base + ctrl_off if ancbufsize else 0, ancbufsize,
-        0,
-    )  # fmt: skip
+    block, base, raw, name_off, ctrl_off = _recvmsg_header(
+        [(buf, _addr(buf), nbytes)], ancbufsize
+    )
     n = await _submit(
         manager, True, _RECVMSG, fd, base, 1, 0, flags, (block, buf),
         bool(flags & _MSG_DONTWAIT),
     )  # fmt: skip
-    _, namelen, _, _, _, controllen, msg_flags = _MSGHDR.unpack_from(raw, 0)
     data: bytes = ffi.buffer(buf, n)[:]
-    return (
-        data,
-        _parse_control(raw, ctrl_off, min(controllen, ancbufsize)),
-        msg_flags,
-        _decode(raw, name_off, namelen),
-    )
+    return (data, *_recvmsg_outcome(raw, name_off, ctrl_off, ancbufsize))
 
 
 async def recvfrom(sock: FdLike, nbytes: int, flags: int = 0) -> tuple[bytes, Address]:

@@ -518,30 +518,12 @@ async def _recvmsg_views(
     release: tuple[Any, ...] = (),
 ) -> tuple[int, list[tuple[int, int, bytes]], int, Any]:
     """RECVMSG scattering into ``views``; (nbytes, ancdata, msg_flags, address)."""
-    iov_off = _ops._MSGHDR_SIZE
-    name_off = iov_off + _ops._IOVEC.size * len(views)
-    ctrl_off = name_off + _ops._SOCKADDR_STORAGE
-    block, base, raw = _ops._block(ctrl_off + ancbufsize)
-    for i, (_, addr, length) in enumerate(views):
-        _ops._IOVEC.pack_into(raw, iov_off + i * _ops._IOVEC.size, addr, length)
-    _ops._MSGHDR.pack_into(
-        raw, 0,
-        base + name_off, _ops._SOCKADDR_STORAGE,
-        base + iov_off if views else 0, len(views),
-        base + ctrl_off if ancbufsize else 0, ancbufsize,
-        0,
-    )  # fmt: skip
+    block, base, raw, name_off, ctrl_off = _ops._recvmsg_header(views, ancbufsize)
     n = await _native_retry(
         manager, True, _RECVMSG, sock.fileno(), base, 1, flags, (block, views),
         release,
     )  # fmt: skip
-    _, namelen, _, _, _, controllen, msg_flags = _ops._MSGHDR.unpack_from(raw, 0)
-    return (
-        n,
-        _ops._parse_control(raw, ctrl_off, min(controllen, ancbufsize)),
-        msg_flags,
-        _ops._decode(raw, name_off, namelen),
-    )
+    return (n, *_ops._recvmsg_outcome(raw, name_off, ctrl_off, ancbufsize))
 
 
 def _sized_args(
@@ -689,23 +671,7 @@ async def _sendmsg_views(
     sockaddr: bytes | None,
     flags: int,
 ) -> int:
-    iov_off = _ops._MSGHDR_SIZE
-    name_off = iov_off + _ops._IOVEC.size * len(views)
-    ctrl_off = name_off + _ops._align(len(sockaddr) if sockaddr else 0)
-    block, base, raw = _ops._block(ctrl_off + len(control))
-    for i, (_, addr, length) in enumerate(views):
-        _ops._IOVEC.pack_into(raw, iov_off + i * _ops._IOVEC.size, addr, length)
-    if sockaddr:
-        raw[name_off : name_off + len(sockaddr)] = sockaddr
-    if control:
-        raw[ctrl_off : ctrl_off + len(control)] = control
-    _ops._MSGHDR.pack_into(
-        raw, 0,
-        base + name_off if sockaddr else 0, len(sockaddr) if sockaddr else 0,
-        base + iov_off if views else 0, len(views),
-        base + ctrl_off if control else 0, len(control),
-        0,
-    )  # fmt: skip
+    block, base = _ops._sendmsg_header(views, control, sockaddr)
     return await _native_retry(
         manager, False, _SENDMSG, sock.fileno(), base, 1, flags, (block, views),
         tuple(v[0] for v in views),
