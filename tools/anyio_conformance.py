@@ -339,43 +339,21 @@ def main() -> int:
     if args.keyword:
         extra += ["-k", args.keyword]
 
-    failures: list[str] = []
-    if args.only in ("uring", "both"):
-        err = uring_sanity_check()
-        if err is not None:
-            print("\nio_uring sanity check FAILED (trio_uring.install(); trio.run):")
-            print(err)
-            print("anyio conformance: 0 passed, 1 failed")
-            return 1
-        print("io_uring sanity check: trio_uring.install(); trio.run -> io_uring")
-
-    runs: dict[str, RunResult] = {}
-    if args.only in ("epoll", "both"):
-        runs["epoll"] = run_pytest("epoll", extra, workdir, args.timeout)
-    if args.only in ("uring", "both"):
-        runs["uring"] = run_pytest(
-            "uring", [*extra, "--trio-uring"], workdir, args.timeout
-        )
-
-    print("\n" + "=" * 72)
-    print(f"anyio {version} conformance summary (trio backend)")
-    print("=" * 72)
-    for name, r in runs.items():
-        label = "epoll   " if name == "epoll" else "io_uring"
-        print(f"{label}: {fmt_counts(r)}  (pytest exit {r.returncode})")
-        for test_id, longrepr in r.collect_errors:
-            last = longrepr.strip().splitlines()[-1:] or [""]
-            print(f"  collection error in {name}: {test_id}: {last[0]}")
-        failures += r.problems("epoll" if name == "epoll" else "io_uring")
+    found = _base.run_managers(
+        args.only,
+        lambda name, on_uring: run_pytest(
+            name, [*extra, "--trio-uring"] if on_uring else extra, workdir, args.timeout
+        ),
+        "anyio conformance",
+    )
+    if found is None:
+        return 1
+    runs = found
+    failures = _base.report_runs(
+        runs, f"anyio {version} conformance summary (trio backend)"
+    )
     n_problems = len(failures)
-
-    if "epoll" in runs:
-        ep_out = runs["epoll"].outcomes
-        bad = sorted(t for t, o in ep_out.items() if o in ("failed", "error"))
-        if bad:
-            print(f"\nfailing on epoll itself ({len(bad)}; not held against io_uring):")
-            for t in bad:
-                print(f"  {t}: {ep_out[t]}")
+    _base.report_epoll_failures(runs)
 
     if args.only == "both":
         ep, ur = runs["epoll"], runs["uring"]

@@ -70,7 +70,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -519,6 +519,60 @@ def uring_sanity_check() -> str | None:
     return None
 
 
+def run_managers(
+    only: str, run: Callable[[str, bool], RunResult], label: str
+) -> dict[str, RunResult] | None:
+    """The io_uring sanity check (when io_uring runs), then ``run(name,
+    on_uring)`` for epoll and/or io_uring as ``only`` says.  None when the
+    sanity check failed (reported, with ``label``'s closing line)."""
+    if only in ("uring", "both"):
+        err = uring_sanity_check()
+        if err is not None:
+            print("\nio_uring sanity check FAILED (trio_uring.install(); trio.run):")
+            print(err)
+            print(f"{label}: 0 passed, 1 failed")
+            return None
+        print("io_uring sanity check: trio_uring.install(); trio.run -> io_uring")
+    runs: dict[str, RunResult] = {}
+    if only in ("epoll", "both"):
+        runs["epoll"] = run("epoll", False)
+    if only in ("uring", "both"):
+        runs["uring"] = run("uring", True)
+    return runs
+
+
+def report_runs(runs: dict[str, RunResult], title: str) -> list[str]:
+    """The summary's header and one line per run (counts, exit code,
+    collection errors, modules put back); returns every run's problems."""
+    print("\n" + "=" * 72)
+    print(title)
+    print("=" * 72)
+    problems: list[str] = []
+    for name, r in runs.items():
+        label = "epoll   " if name == "epoll" else "io_uring"
+        print(f"{label}: {fmt_counts(r)}  (pytest exit {r.returncode})")
+        for test_id, longrepr in r.collect_errors:
+            last = longrepr.strip().splitlines()[-1:] or [""]
+            print(f"  collection error in {name}: {test_id}: {last[0]}")
+        for test_id in r.restored:
+            print(f"  note: {test_id} re-imported trio; its modules were put back")
+        problems += r.problems("epoll" if name == "epoll" else "io_uring")
+    return problems
+
+
+def report_epoll_failures(runs: dict[str, RunResult]) -> list[str]:
+    """Print the tests that fail on epoll itself; return their ids."""
+    if "epoll" not in runs:
+        return []
+    ep_out = runs["epoll"].outcomes
+    bad = sorted(t for t, o in ep_out.items() if o in ("failed", "error"))
+    if bad:
+        print(f"\nfailing on epoll itself ({len(bad)}; not held against io_uring):")
+        for t in bad:
+            print(f"  {t}: {ep_out[t]}")
+    return bad
+
+
 def fmt_counts(r: RunResult) -> str:
     c = r.counts()
     order = [PASSED, "failed", "error", "skipped", "xfailed", "xpassed"]
@@ -629,47 +683,23 @@ def main() -> int:
     for _mod, dist, used_by in missing:
         print(f"WARNING: {dist} is not installed; tests in {used_by} will be skipped")
 
-    failures: list[str] = []
-    if args.only in ("uring", "both"):
-        err = uring_sanity_check()
-        if err is not None:
-            print("\nio_uring sanity check FAILED (trio_uring.install(); trio.run):")
-            print(err)
-            print("conformance: 0 passed, 1 failed")
-            return 1
-        print("io_uring sanity check: trio_uring.install(); trio.run -> io_uring")
-
-    runs: dict[str, RunResult] = {}
-    if args.only in ("epoll", "both"):
-        runs["epoll"] = run_pytest("epoll", extra, workdir, args.timeout)
-    if args.only in ("uring", "both"):
-        runs["uring"] = run_pytest("uring", extra + uring_args, workdir, args.timeout)
-
-    print("\n" + "=" * 72)
-    print("trio conformance summary")
-    print("=" * 72)
-    for name, r in runs.items():
-        label = "epoll   " if name == "epoll" else "io_uring"
-        print(f"{label}: {fmt_counts(r)}  (pytest exit {r.returncode})")
-        for test_id, longrepr in r.collect_errors:
-            last = longrepr.strip().splitlines()[-1:] or [""]
-            print(f"  collection error in {name}: {test_id}: {last[0]}")
-        for test_id in r.restored:
-            print(f"  note: {test_id} re-imported trio; its modules were put back")
-        failures += r.problems("epoll" if name == "epoll" else "io_uring")
+    found = run_managers(
+        args.only,
+        lambda name, on_uring: run_pytest(
+            name, extra + uring_args if on_uring else extra, workdir, args.timeout
+        ),
+        "conformance",
+    )
+    if found is None:
+        return 1
+    runs = found
+    failures = report_runs(runs, "trio conformance summary")
     # The closing line counts a broken run (crash, hang, wrong backend) as one
     # more failure, so that it never reads as a clean result.
     n_problems = len(failures)
-
-    if "epoll" in runs:
-        ep_out = runs["epoll"].outcomes
-        bad = sorted(t for t, o in ep_out.items() if o in ("failed", "error"))
-        if bad:
-            print(f"\nfailing on epoll itself ({len(bad)}; not held against io_uring):")
-            for t in bad:
-                print(f"  {t}: {ep_out[t]}")
-            if args.only == "epoll":
-                failures.append(f"{len(bad)} tests fail on epoll")
+    bad = report_epoll_failures(runs)
+    if bad and args.only == "epoll":
+        failures.append(f"{len(bad)} tests fail on epoll")
 
     if args.only == "both":
         ep, ur = runs["epoll"], runs["uring"]
