@@ -456,12 +456,7 @@ class UringIOManager:
         if fd2 >= 0 and fd2 != op.watched:  # a second file (splice/tee source)
             self._track(fd2, op)
             op.watched2 = fd2
-        dls = self._trio_deadlines  # _kernel_deadline's first answer, inlined
-        deadline = (
-            _INF
-            if dls is not None and not dls._active
-            else self._kernel_deadline(op.task)  # type: ignore[arg-type]
-        )
+        deadline = self._kernel_deadline(op.task)  # type: ignore[arg-type]
         if deadline == _INF:  # the common case: one SQE, no linked timeout
             pos = _tu_prep(
                 self._ringp, opcode, sqe_flags, fd, addr, length, offset,
@@ -512,12 +507,7 @@ class UringIOManager:
         op is its own abort function).  The hottest callers (file reads)
         save a coroutine frame per operation this way."""
         op = self._new_native(opcode, fd, buf, fd)
-        dls = self._trio_deadlines  # _kernel_deadline's first answer, inlined
-        deadline = (
-            _INF
-            if dls is not None and not dls._active
-            else self._kernel_deadline(op.task)  # type: ignore[arg-type]
-        )
+        deadline = self._kernel_deadline(op.task)  # type: ignore[arg-type]
         if deadline == _INF:
             pos = _tu_prep_rw(self._ringp, opcode, fd, buf, length, offset, op_flags,
                               op.ud)  # fmt: skip
@@ -625,10 +615,7 @@ class UringIOManager:
             op.select = select
             addr = offset = 0
             sqe_flags = _ring.IOSQE_BUFFER_SELECT
-        dls = self._trio_deadlines  # _kernel_deadline's first answer, inlined
-        deadline = (
-            _INF if dls is not None and not dls._active else self._kernel_deadline(task)
-        )
+        deadline = self._kernel_deadline(task)
         if deadline != _INF:
             op.args = (addr, length, offset, op_flags, group, 0, 0, sqe_flags)
             self._prep_native(op, deadline)
