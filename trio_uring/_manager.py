@@ -69,6 +69,7 @@ from trio.lowlevel import Abort, Task, current_task, reschedule, wait_task_resch
 
 from . import _inspect, _install, _ring
 from ._ops import Op
+from ._park import RAW as _RAW
 from ._park import park
 from ._ring import Ring
 from ._ring_ffi import ffi, lib
@@ -269,6 +270,11 @@ class UringIOManager:
         self._socket_writers: dict[int, Op] = {}
         self._trio_deadlines: Any = None  # the runner's Deadlines (heap, count)
         self._socket_done_cb = self._socket_done  # one bound method for all
+        # The runner's own reschedule, bound once the run loop first hands us
+        # completions (process_events): trio's module-level reschedule looks
+        # the runner up on every call.  The completions of park()-ed waits
+        # wake their task with the plain result (_park.RAW).
+        self._reschedule: Callable[[Task, Any], None] = reschedule
         self._assist_op: Op | None = None
         self._closed = False
         self._guest = guest
@@ -392,6 +398,10 @@ class UringIOManager:
     def process_events(self, events: int) -> None:
         if not events:
             return
+        if self._reschedule is reschedule:
+            runner = getattr(_trio_run.GLOBAL_RUN_CONTEXT, "runner", None)
+            if runner is not None:
+                self._reschedule = runner.reschedule
         ring = self._ring
         ops = self._ops
         cqes = ring.take()
@@ -660,7 +670,7 @@ class UringIOManager:
             busy = op.busy
             if busy.get(op.fd) is op:
                 del busy[op.fd]
-            reschedule(task, outcome.Value(res))
+            self._reschedule(task, res if _RAW else outcome.Value(res))
             return
         self._native_done(op, res, flags)
         if op.task is None:
@@ -917,7 +927,7 @@ class UringIOManager:
             op.link_position = -1
             op.task = None
             self._finish(op)
-            reschedule(task, outcome.Value(res))
+            self._reschedule(task, res if _RAW else outcome.Value(res))
             return
         op.link_position = -1
         if res in _INTERRUPTED and (op.cancel_sent or op.closed or op.deadline != _INF):
@@ -969,7 +979,7 @@ class UringIOManager:
         self._finish(op)
         op.task = None
         if res >= 0:
-            reschedule(task, outcome.Value(res))
+            self._reschedule(task, res if _RAW else outcome.Value(res))
         else:
             reschedule(task, outcome.Error(OSError(-res, os.strerror(-res))))
 
@@ -1122,7 +1132,7 @@ class UringIOManager:
                     waiters.read = None
                 elif waiters.write is op:
                     waiters.write = None
-            reschedule(task)
+            self._reschedule(task, None if _RAW else outcome.Value(None))
             return
         self._detach(op)
         if res == -_errno.EBADF:

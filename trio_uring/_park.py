@@ -9,15 +9,26 @@ yields the very same message from a single generator frame, so it keeps the
 contract exactly (trio's run loop recognises the message by its type, records
 the abort function, counts the cancel point) at a frame less per wait.
 
+The value a task is woken with passes through trio untouched: trio stores
+``reschedule``'s second argument and sends it into the parked coroutine.
+trio itself always wakes a task with an ``outcome`` (``Value(None)`` by
+default, ``Error(Cancelled)`` after an abort), which :func:`park` unwraps as
+trio's function does.  The IO manager's completion callbacks, the hot path
+of every operation, wake the task with the plain result instead -- an
+``int`` (a CQE's result) or ``None`` (a readiness wait) -- and :func:`park`
+returns it as it is: no ``outcome.Value`` to build and unwrap per
+operation.  :data:`RAW` says whether they may.
+
 If a future trio moves the message class, :func:`park` is trio's own
-function: slower by a frame, never wrong.
+function: slower by a frame, never wrong (and :data:`RAW` is False, so every
+task is woken with an outcome, as that function needs).
 """
 
 from __future__ import annotations
 
 import types
 from collections.abc import Callable, Generator
-from typing import Any
+from typing import Any, Final
 
 import trio
 
@@ -26,17 +37,22 @@ try:
 except ImportError:  # pragma: no cover - a trio that reorganised its traps
     WaitTaskRescheduled = None  # type: ignore[assignment,misc]
 
-__all__ = ["park"]
+__all__ = ["RAW", "park"]
 
 AbortFn = Callable[[Callable[[], Any]], trio.lowlevel.Abort]
 
 
 @types.coroutine
 def _park(abort_func: AbortFn) -> Generator[Any, Any, Any]:
-    """``await trio.lowlevel.wait_task_rescheduled(abort_func)``, one frame."""
-    return (yield WaitTaskRescheduled(abort_func)).unwrap()
+    """``await trio.lowlevel.wait_task_rescheduled(abort_func)``, one frame;
+    a plain ``int`` or ``None`` it is woken with is the result itself."""
+    woken = yield WaitTaskRescheduled(abort_func)
+    if woken is None or type(woken) is int:
+        return woken
+    return woken.unwrap()
 
 
-park: Callable[[AbortFn], Any] = (
-    _park if WaitTaskRescheduled is not None else trio.lowlevel.wait_task_rescheduled
-)
+#: Whether a task parked by :func:`park` may be woken with a plain result.
+RAW: Final = WaitTaskRescheduled is not None
+
+park: Callable[[AbortFn], Any] = _park if RAW else trio.lowlevel.wait_task_rescheduled
