@@ -49,7 +49,13 @@ def _park(abort_func: AbortFn) -> Generator[Any, Any, Any]:
     woken = yield WaitTaskRescheduled(abort_func)
     if woken is None or type(woken) is int:
         return woken
-    return woken.unwrap()
+    try:
+        return woken.unwrap()
+    finally:
+        # An error's traceback holds this frame: without the outcome in it,
+        # no reference cycle (exception -> traceback -> frame -> outcome ->
+        # exception) is left per cancellation for the cyclic GC to find.
+        del woken
 
 
 #: Whether a task parked by :func:`park` may be woken with a plain result.
