@@ -15,6 +15,13 @@ The same user code -- ``f = await trio.open_file(path, "rb")`` per task, then
 * ``uringio`` (when ``--python`` can import it, Python >= 3.12): asyncio on
   ``uringio.UringioLoop``, ``await f.read(size=4096, offset=off)`` (pread
   style: one op, no seek).
+* ``floor`` (reference, not user code): ``trio_uring.run``, each read a
+  blocking ``os.pread`` between two ``trio.lowlevel.checkpoint()`` calls:
+  the two trips through trio's scheduler that the user code's two awaits
+  must make (each is a checkpoint), with I/O that costs the event loop
+  nothing beyond the kernel's own read.  No IO manager can make this user
+  code under trio faster than ``floor``; ``floor / uringio`` bounds what
+  ``uring / uringio`` can reach.
 
 ``--workload lines`` (``async for`` over a 50,000-line text file, per line)
 and ``--workload read_bytes`` (``trio.Path.read_bytes()`` of that 2.4 MB
@@ -106,6 +113,18 @@ def child(args: argparse.Namespace) -> None:
                     count += 1
                 os.close(fd)
 
+            async def floor_worker(i: int) -> None:
+                nonlocal count
+                fd = os.open(args.file, os.O_RDONLY)
+                checkpoint = trio.lowlevel.checkpoint
+                while not stop:
+                    await checkpoint()  # f.seek(): a checkpoint
+                    os.pread(fd, block, offsets[i & (N_OFFSETS - 1)])
+                    await checkpoint()  # f.read(): another
+                    i += 1
+                    count += 1
+                os.close(fd)
+
             async def lines_worker() -> None:
                 nonlocal count
                 while not stop:
@@ -131,6 +150,9 @@ def child(args: argparse.Namespace) -> None:
                 if args.child == "lowlevel":
                     await lowlevel_worker(i)
                     return
+                if args.child == "floor":
+                    await floor_worker(i)
+                    return
                 async with await trio.open_file(args.file, "rb") as f:
                     while not stop:
                         await f.seek(offsets[i & (N_OFFSETS - 1)])
@@ -153,7 +175,7 @@ def child(args: argparse.Namespace) -> None:
                 st = trio.lowlevel.current_statistics().io_statistics
                 result["submitted"] = dict(st.submitted)
 
-        if args.child in ("uring", "lowlevel"):
+        if args.child in ("uring", "lowlevel", "floor"):
             import trio_uring
 
             trio_uring.run(main)
@@ -170,7 +192,7 @@ def main() -> int:
         "--tasks", type=lambda s: [int(x) for x in s.split(",")], default=[1, 16]
     )
     ap.add_argument("--block", type=int, default=4096)
-    ap.add_argument("--contenders", default="thread,uring,lowlevel,uringio")
+    ap.add_argument("--contenders", default="thread,uring,lowlevel,floor,uringio")
     ap.add_argument(
         "--workload",
         choices=("seekread", "lines", "read_bytes"),
@@ -248,7 +270,13 @@ def main() -> int:
     print("\n| tasks | ratio | median of per-round ratios |")
     print("|---:|---|---:|")
     for tasks in args.tasks:
-        pairs = (("uring", "thread"), ("uring", "uringio"), ("uring", "lowlevel"))
+        pairs = (
+            ("uring", "thread"),
+            ("uring", "uringio"),
+            ("uring", "lowlevel"),
+            ("floor", "uringio"),
+            ("uring", "floor"),
+        )
         for a, b in pairs:
             if (tasks, a) in rates and (tasks, b) in rates:
                 ratios = [
