@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import socket as stdlib_socket
 from collections.abc import Awaitable, Callable
@@ -306,3 +307,27 @@ def test_statistics_fields() -> None:
         assert "DEFER_TASKRUN" in stats.setup_flags or "SUBMIT_ALL" in stats.setup_flags
 
     on_uring(main)
+
+
+@pytest.mark.parametrize("runner", [trio.run, trio_uring.run])
+def test_closed_fds_leave_no_reference_cycle(runner: Callable[..., None]) -> None:
+    # notify_closing drops the fd's waiter entry; the abort functions kept in
+    # it (which refer back to it) must not be left as a cycle for the GC.
+    async def main() -> None:
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(20):
+                a, b = trio.socket.socketpair()
+                async with trio.open_nursery() as n:
+                    n.start_soon(trio.lowlevel.wait_readable, a)
+                    await trio.testing.wait_all_tasks_blocked()
+                    await b.send(b"x")
+                a.close()  # notify_closing, then close
+                b.close()
+            found = gc.collect()
+        finally:
+            gc.enable()
+        assert found == 0
+
+    runner(main)

@@ -102,7 +102,7 @@ import trio._core._run as _trio_run
 
 from . import _native, _ops_file
 from ._manager import UringIOManager
-from ._park import park as _wait_task_rescheduled
+from ._park import park
 from ._ring import OP
 from ._ring_ffi import ffi
 
@@ -180,9 +180,7 @@ async def pread(fd: int, n: int, offset: int, private: bool = False) -> bytes:
     manager = _RUN.runner.io_manager
     if n <= _BIG:
         buf = _alloc("char[]", n or 1)
-        got: int = await _wait_task_rescheduled(
-            manager.start_rw(_READ, fd, buf, n, offset)
-        )
+        got: int = await park(manager.start_rw(_READ, fd, buf, n, offset))
         data: bytes = _unpack(buf, got)
         return data
     global _big_in_flight
@@ -409,7 +407,7 @@ class NativeFile:
             return await self._read_full(size)
         # The common case inline: one READ at the file position.
         buf = _alloc("char[]", size or 1)
-        got: int = await _wait_task_rescheduled(
+        got: int = await park(
             _RUN.runner.io_manager.start_rw(_READ, self.fd, buf, size, _CUR)
         )
         data = _unpack(buf, got)

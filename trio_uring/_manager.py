@@ -102,7 +102,6 @@ _UD_LINK = _ring.UD_LINK_TIMEOUT
 #: _prep_native for the measurement behind it
 _LINK_TIMEOUT_GRACE = 0.05
 _current_task = current_task
-_wait_task_rescheduled = park
 _INF = float("inf")
 _IOSQE_FIXED_FILE = 1 << 0
 _ANY_LINK = _ring.IOSQE_IO_LINK | _ring.IOSQE_IO_HARDLINK
@@ -480,7 +479,7 @@ class UringIOManager:
             op.args = (addr, length, offset, op_flags, buf_index, file_index, ioprio,
                        sqe_flags)  # fmt: skip
             self._prep_native(op, deadline)
-        result: int = await _wait_task_rescheduled(op)
+        result: int = await park(op)
         return result
 
     async def submit_rw(
@@ -498,7 +497,7 @@ class UringIOManager:
         until the final CQE) holding at least ``length`` bytes; no SQE flags,
         buffer group, file index or ioprio.  Same contract as :meth:`submit`.
         """
-        result: int = await _wait_task_rescheduled(
+        result: int = await park(
             self.start_rw(opcode, fd, buf, length, offset, op_flags)
         )
         return result
@@ -513,8 +512,10 @@ class UringIOManager:
         op_flags: int = 0,
     ) -> _NativeOp:
         """:meth:`submit_rw` without its coroutine: queue the op and return
-        it; the caller must at once ``await wait_task_rescheduled(op)`` (the
-        op is its own abort function).  The hottest callers (file reads)
+        it; the caller must at once ``await trio_uring._park.park(op)`` (the
+        op is its own abort function; its completion wakes the task with
+        the plain result, which trio's own ``wait_task_rescheduled`` would
+        try to unwrap).  The hottest callers (file reads)
         save a coroutine frame per operation this way."""
         op = self._new_native(opcode, fd, buf, fd)
         deadline = self._kernel_deadline(op.task)  # type: ignore[arg-type]
@@ -1173,6 +1174,9 @@ class UringIOManager:
         waiters = self._waiters.pop(fd, None)
         if waiters is None:
             return
+        # its abort functions close over it: break that cycle now, rather
+        # than leave it to the cyclic GC once per closed fd
+        waiters.abort_read = waiters.abort_write = None
         exc = _closed_error()
         try:
             me: Task | None = current_task()

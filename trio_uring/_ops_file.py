@@ -60,7 +60,7 @@ import trio
 
 from . import _native
 from ._manager import FdLike, UringIOManager
-from ._park import park as _wait_task_rescheduled
+from ._park import park
 from ._ring import OP
 from ._ring_ffi import ffi
 
@@ -398,7 +398,7 @@ async def read(fd: FdLike, nbytes: int, offset: int | None = None) -> bytes:
         return await _in_thread(os.pread, fd, nbytes, offset)
     buf = _alloc_uninit("char[]", nbytes or 1)
     data: bytes = _unpack(
-        buf, await _wait_task_rescheduled(manager.start_rw(_READ, fd, buf, nbytes, off))
+        buf, await park(manager.start_rw(_READ, fd, buf, nbytes, off))
     )
     return data
 
