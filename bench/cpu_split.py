@@ -6,15 +6,19 @@ generator, samples the server with ``perf record --call-graph dwarf`` and
 sorts every sample into one bucket by its innermost Python function (Python
 3.12+'s ``-X perf`` names them in perf's stacks) and its kernel frames:
 
-* ``kernel: TCP/IP``: the kernel's TCP/IP work under a socket call (sending
-  on loopback includes the peer's receive processing) -- any IO manager
-  makes the kernel do it, whether by a system call or an io_uring op;
+* ``kernel: TCP/IP``: the kernel's TCP/IP data path under a socket call
+  (sending on loopback includes the peer's receive processing) -- any IO
+  manager makes the kernel do it, whether by a system call or an io_uring
+  op; a readiness check (``tcp_poll`` under epoll or a poll) is not in it;
 * ``kernel: syscall entry/exit``: crossing into the kernel and the socket
   layer above TCP (what batching in io_uring can save);
 * ``kernel: epoll / io_uring``: the IO manager's own kernel work;
 * ``python: IO manager``: trio's ``_io_epoll.py`` or trio-uring's manager;
 * ``python: socket layer``: trio's ``_socket.py`` or trio-uring's
-  ``_socket.py`` / ``_ops_socket.py`` (trio-uring replaces the former);
+  ``_socket.py`` / ``_ops_socket.py`` / ``_native.py`` (trio-uring
+  replaces the former);
+* ``python: outcome objects``: ``outcome``'s classes; trio builds one per
+  wake-up, but an IO manager can avoid some, so they count as removable;
 * ``python: trio above the socket``: everything else in Python -- trio's
   stream layer, its scheduler, the handler -- which runs unchanged on any
   IO manager.
@@ -48,6 +52,7 @@ BUCKETS = (
     "python: trio above the socket",
     "kernel: TCP/IP",
     "python: socket layer",
+    "python: outcome objects",
     "kernel: syscall entry/exit",
     "kernel: epoll / io_uring",
     "python: IO manager",
@@ -56,20 +61,42 @@ BUCKETS = (
 INHERENT = ("python: trio above the socket", "kernel: TCP/IP")
 _IO_MANAGER_PY = (
     "trio/_core/_io_epoll.py",
+    "trio/_core/_generated_io_epoll.py",
+    "trio/_core/_io_common.py",
     "trio_uring/_manager.py",
     "trio_uring/_ring.py",
     "trio_uring/_park.py",
+    "trio_uring/_ops.py",
 )
-_SOCKET_PY = ("trio/_socket.py", "trio_uring/_socket.py", "trio_uring/_ops_socket.py")
+_SOCKET_PY = (
+    "trio/_socket.py",
+    "trio_uring/_socket.py",
+    "trio_uring/_ops_socket.py",
+    "trio_uring/_native.py",
+)
+# outcome objects: trio builds them for every wake-up, checkpoints included,
+# but an IO manager can avoid some (trio-uring's completions do): counted
+# as removable, which can only raise the bound
+_OUTCOME_PY = ("outcome/_impl.py",)
+# The kernel's TCP/IP data path (by symbol prefix), which any IO manager
+# makes it run.  tcp_poll is not in it: that is a readiness check, the IO
+# manager's own cost.
 _TCP_IP = (
     "tcp_",
+    "__tcp_",
     "ip_",
-    "net_rx",
-    "napi",
-    "skb",
-    "dev_queue",
-    "sock_def",
+    "__ip_",
+    "net_rx_action",
+    "__napi_poll",
+    "process_backlog",
+    "__netif_receive",
+    "__dev_queue_xmit",
+    "dev_hard_start_xmit",
+    "loopback_xmit",
+    "sock_def_readable",
     "release_sock",
+    "__release_sock",
+    "skb_copy_datagram",
 )
 _ENTRY = (
     "entry_SYSCALL",
@@ -90,7 +117,7 @@ _ENTRY = (
     "import_ubuf",
     "security_socket",
 )
-_RING = ("io_uring", "io_submit_sqe", "io_issue_sqe", "io_cqring", "epoll", "ep_poll")
+_RING = ("io_", "__io_", "__do_sys_io_uring", "do_epoll", "ep_", "__ep_")
 
 
 def _samples(script: str) -> Iterator[list[str]]:
@@ -110,17 +137,18 @@ def _samples(script: str) -> Iterator[list[str]]:
 
 def bucket(frames: Sequence[str]) -> str:
     """The bucket of one sample (see the module docstring)."""
-    kernel = [f for f in frames if "[kernel.kallsyms]" in f]
+    kernel = [f.split(" ", 1)[0] for f in frames if "[kernel.kallsyms]" in f]
     if kernel:
-        # innermost first: in TCP/IP code (even when an io_uring op or an
-        # epoll wake-up of the peer got there) is the kernel's own work
-        if any(kernel[0].startswith(e) for e in _ENTRY):
+        # innermost first.  Under the TCP/IP data path (even when an
+        # io_uring op or an epoll wake-up of the peer got there) is the
+        # kernel's own work; a readiness check (tcp_poll) is not.
+        if kernel[0].startswith(_ENTRY):
             return "kernel: syscall entry/exit"
-        if any(k in f for f in kernel for k in _TCP_IP):
+        if any(f.startswith(_TCP_IP) and not f.startswith("tcp_poll") for f in kernel):
             return "kernel: TCP/IP"
-        if any(k in f for f in kernel for k in _RING):
+        if any(f.startswith(_RING) for f in kernel):
             return "kernel: epoll / io_uring"
-        if any(f.startswith(e) for f in kernel for e in _ENTRY):
+        if any(f.startswith(_ENTRY) for f in kernel):
             return "kernel: syscall entry/exit"
         return "other"
     python = next((f for f in frames if f.startswith("py::")), "")
@@ -130,6 +158,8 @@ def bucket(frames: Sequence[str]) -> str:
         return "python: IO manager"
     if any(p in python for p in _SOCKET_PY):
         return "python: socket layer"
+    if any(p in python for p in _OUTCOME_PY):
+        return "python: outcome objects"
     return "python: trio above the socket"
 
 
