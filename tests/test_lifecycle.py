@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
@@ -290,6 +291,39 @@ def test_early_kernel_timeout_resubmits(pipe: tuple[int, int]) -> None:
                 assert await read(r) == b"in time"
             assert not cs.cancelled_caught
         assert stats().submitted["LINK_TIMEOUT"] >= 2  # first one fired early
+
+    run(main)
+
+
+@pytest.mark.parametrize("how", ["submit", "trio-socket"])
+def test_late_loop_finds_the_kernel_timeout_fired(
+    pipe: tuple[int, int], how: str
+) -> None:
+    # When trio's loop is late past the linked timeout's grace (here: a task
+    # blocks it), the kernel has stopped the op by itself; the loop's next
+    # look at the ring sees that (the linked timeout's CQE and then, one
+    # more batch of deferred work later, the op's own), so trio's deadline
+    # finds the op parked: Cancelled, and no ASYNC_CANCEL.
+    r, _w = pipe
+
+    async def blocker() -> None:
+        await trio.testing.wait_all_tasks_blocked()  # the op is in the kernel
+        time.sleep(0.3)  # the loop, blocked past deadline + grace (50 ms)
+
+    async def main() -> None:
+        a, b = trio.socket.socketpair()
+        with a, b:
+            before = stats().submitted.get("ASYNC_CANCEL", 0)
+            async with trio.open_nursery() as n:
+                n.start_soon(blocker)
+                with trio.move_on_after(0.05) as cs:
+                    if how == "submit":
+                        await read(r)
+                    else:
+                        await a.recv(10)
+            assert cs.cancelled_caught
+            assert stats().submitted["LINK_TIMEOUT"] == 1
+            assert stats().submitted.get("ASYNC_CANCEL", 0) == before
 
     run(main)
 
