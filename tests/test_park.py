@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import os
 from typing import Any
 
@@ -126,25 +125,10 @@ def test_completions_build_no_outcome(
     assert made == []
 
 
-def _cycles_after(n: int, body: Any) -> Any:
-    """Run ``await body()`` n times with the cyclic GC off; how many
-    objects were left in reference cycles."""
-
-    async def count() -> int:
-        gc.collect()
-        gc.disable()
-        try:
-            for _ in range(n):
-                await body()
-            return gc.collect()
-        finally:
-            gc.enable()
-
-    return count
-
-
 @pytest.mark.parametrize("runner", [trio.run, trio_uring.run])
-def test_cancelled_park_leaves_no_reference_cycle(runner: Any) -> None:
+def test_cancelled_park_leaves_no_reference_cycle(
+    runner: Any, cycles_after: Any
+) -> None:
     # A cancellation must not leave exception -> traceback -> park's frame
     # -> outcome -> exception behind: with one cycle per timeout the cyclic
     # GC ran all the time and timeouts cost 1.5x (measured, bench/timeouts.py).
@@ -157,12 +141,12 @@ def test_cancelled_park_leaves_no_reference_cycle(runner: Any) -> None:
             await park(abort)
 
     async def main() -> None:
-        assert await _cycles_after(100, cancelled_park)() == 0
+        assert await cycles_after(100, cancelled_park) == 0
 
     runner(main)
 
 
-def test_timed_out_waits_leave_no_reference_cycle() -> None:
+def test_timed_out_waits_leave_no_reference_cycle(cycles_after: Any) -> None:
     # The same for what a timeout loop does on io_uring: a readiness wait, a
     # trio socket recv and a native recv, each timed out in the kernel.
     from trio_uring import lowlevel
@@ -180,6 +164,6 @@ def test_timed_out_waits_leave_no_reference_cycle() -> None:
                     with trio.move_on_after(0.0005):
                         await wait()
 
-                assert await _cycles_after(50, timed_out)() == 0
+                assert await cycles_after(50, timed_out) == 0
 
     trio_uring.run(main)

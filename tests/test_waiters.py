@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import gc
 import os
 import socket as stdlib_socket
 from collections.abc import Awaitable, Callable
@@ -310,24 +309,21 @@ def test_statistics_fields() -> None:
 
 
 @pytest.mark.parametrize("runner", [trio.run, trio_uring.run])
-def test_closed_fds_leave_no_reference_cycle(runner: Callable[..., None]) -> None:
+def test_closed_fds_leave_no_reference_cycle(
+    runner: Callable[..., None], cycles_after: Callable[..., Awaitable[int]]
+) -> None:
     # notify_closing drops the fd's waiter entry; the abort functions kept in
     # it (which refer back to it) must not be left as a cycle for the GC.
+    async def wait_then_close() -> None:
+        a, b = trio.socket.socketpair()
+        async with trio.open_nursery() as n:
+            n.start_soon(trio.lowlevel.wait_readable, a)
+            await trio.testing.wait_all_tasks_blocked()
+            await b.send(b"x")
+        a.close()  # notify_closing, then close
+        b.close()
+
     async def main() -> None:
-        gc.collect()
-        gc.disable()
-        try:
-            for _ in range(20):
-                a, b = trio.socket.socketpair()
-                async with trio.open_nursery() as n:
-                    n.start_soon(trio.lowlevel.wait_readable, a)
-                    await trio.testing.wait_all_tasks_blocked()
-                    await b.send(b"x")
-                a.close()  # notify_closing, then close
-                b.close()
-            found = gc.collect()
-        finally:
-            gc.enable()
-        assert found == 0
+        assert await cycles_after(20, wait_then_close) == 0
 
     runner(main)
