@@ -102,7 +102,6 @@ import trio._core._run as _trio_run
 
 from . import _native, _ops_file
 from ._manager import UringIOManager
-from ._park import park
 from ._ring import OP
 from ._ring_ffi import ffi
 
@@ -110,7 +109,6 @@ _READ = OP["READ"]
 _WRITE = OP["WRITE"]
 _CUR = _native.CURRENT_POSITION
 _CHUNK = 8192  # the cache's read size (io.DEFAULT_BUFFER_SIZE)
-_alloc = ffi.new_allocator(should_clear_after_alloc=False)
 _from_buffer = ffi.from_buffer
 _cast = ffi.cast
 _buffer = ffi.buffer
@@ -151,9 +149,10 @@ class _Captured(Exception):
 # see it.  Reading into a scratch buffer and copying out costs a second pass
 # over fresh memory, and on the VMs measured here userspace page faults made
 # that copy 3-5x slower than the whole of os.pread (a 2.4 MB file: 1.3 ms
-# against 0.11 ms; straight into the bytes: 0.17 ms).  Small reads keep the
-# cffi buffer + copy, which is cheaper than a ctypes call.  (Measured with
-# bench/open_file.py --workload read_bytes.)
+# against 0.11 ms; straight into the bytes: 0.17 ms).  (Measured with
+# bench/open_file.py --workload read_bytes.)  Small reads do the same in C
+# (_speedups.Core.start_read); big ones go through ``submit`` for its
+# IOSQE_ASYNC flag below.
 _BIG = 1 << 17
 #: IOSQE_ASYNC, for a big read while another is in flight: straight to an
 #: io-wq worker.  The inline attempt cannot fault in the fresh pages of the
@@ -167,7 +166,6 @@ _BIG = 1 << 17
 #: EBADF -- or, with the number reused, another file.
 _IOSQE_ASYNC = 1 << 4
 _big_in_flight = 0
-_unpack = ffi.unpack
 _new_bytes = ctypes.pythonapi.PyBytes_FromStringAndSize
 _new_bytes.restype = ctypes.py_object
 _new_bytes.argtypes = (ctypes.c_void_p, ctypes.c_ssize_t)
@@ -179,9 +177,7 @@ async def pread(fd: int, n: int, offset: int, private: bool = False) -> bytes:
     nobody else can close ``fd`` meanwhile (see _IOSQE_ASYNC)."""
     manager = _RUN.runner.io_manager
     if n <= _BIG:
-        buf = _alloc("char[]", n or 1)
-        got: int = await park(manager.start_rw(_READ, fd, buf, n, offset))
-        data: bytes = _unpack(buf, got)
+        data: bytes = await manager._core.start_read(fd, n, offset)
         return data
     global _big_in_flight
     n = min(n, _ops_file.MAX_RW_COUNT)
@@ -406,11 +402,8 @@ class NativeFile:
         if size > _BIG:
             return await self._read_full(size)
         # The common case inline: one READ at the file position.
-        buf = _alloc("char[]", size or 1)
-        got: int = await park(
-            _RUN.runner.io_manager.start_rw(_READ, self.fd, buf, size, _CUR)
-        )
-        data = _unpack(buf, got)
+        data: bytes = await _RUN.runner.io_manager._core.start_read(self.fd, size, _CUR)
+        got = len(data)
         if got == size or not got or not self.buffered:
             return data
         with trio.CancelScope(shield=True):  # data moved: finish the call

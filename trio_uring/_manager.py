@@ -67,7 +67,7 @@ import trio
 import trio._core._run as _trio_run
 from trio.lowlevel import Abort, Task, current_task, reschedule, wait_task_rescheduled
 
-from . import _inspect, _install, _ring
+from . import _inspect, _install, _ring, _speedups
 from ._ops import Op
 from ._park import RAW as _RAW
 from ._park import park
@@ -156,33 +156,18 @@ class _FdWaiters:
     abort_write: Callable[[Any], Abort] | None = None
 
 
-class _NativeOp(Op):
-    """A ``submit``/``submit_rw`` op; like :class:`_SocketOp` it is its own
-    abort function (no closure per wait), and its completion callback is
-    one function for all ops (no bound method stored per op)."""
-
-    def __init__(
-        self,
-        ud: int,
-        opcode: int,
-        fd: int,
-        task: Task | None,
-        manager: UringIOManager,
-        keep: object,
-        started: float,
-        watched: int,
-    ) -> None:
-        self.ud = ud
-        self.opcode = opcode
-        self.fd = fd
-        self.task = task
-        self.manager = manager
-        self.keep = keep
-        self.started = started
-        self.watched = watched
+class _NativeOp(_speedups.OpCore, Op):
+    """A ``submit``/``submit_rw``/``start_read`` op.  Its hot fields and
+    ``__init__(ud, opcode, fd, task, manager, keep, started, watched)`` are
+    C (:class:`trio_uring._speedups.OpCore`), and ``await op`` parks the
+    task on it; like :class:`_SocketOp` it is its own abort function (no
+    closure per wait), and its completion callback is one function for all
+    ops (no bound method stored per op).  The common completion is handled
+    by ``Core.dispatch`` in C, every other one by :meth:`_native_done`."""
 
     def __call__(self, raise_cancel: Any) -> Abort:
-        return self.manager._abort_native(self, raise_cancel)
+        abort: Abort = self.manager._abort_native(self, raise_cancel)
+        return abort
 
     @staticmethod
     def callback(op: Op, res: int, flags: int) -> None:
@@ -253,7 +238,6 @@ class UringIOManager:
         self._ops: dict[int, Op] = {}
         # the CQE callbacks of the hot paths, bound once
         self._poll_done_cb = self._poll_done
-        self._next_ud = 2  # 0: CQEs we ignore (cancel requests); 1: spare
         self._waiters: dict[int, _FdWaiters] = {}
         self._checked_fds: set[int] = set()
         # A private epoll instance: checks fds the way epoll would, and hosts
@@ -264,6 +248,21 @@ class UringIOManager:
         # (a set stays when it empties, until notify_closing: no set made
         # and dropped per op; at most one per fd number ever used)
         self._fd_ops: dict[int, set[Op]] = {}
+        # the native-op hot path in C, on this ring and these two tables
+        self._core = _speedups.Core(
+            ring=_addr(self._ringp),
+            prep_rw=_addr(ffi.addressof(lib, "tu_prep_rw")),
+            cqe_buf=_addr(self._ring._cqe_buf),
+            batch=_HARVEST_BATCH,
+            ops=self._ops,
+            fd_ops=self._fd_ops,
+            op_type=_NativeOp,
+            manager=self,
+            run_ctx=_trio_run.GLOBAL_RUN_CONTEXT,
+            next_ud=2,  # 0: CQEs we ignore (cancel requests); 1: spare
+        )
+        #: user_data for a new op: a 64-bit counter, never reused
+        self._new_ud = self._core.new_ud
         # submit_socket ops waiting, by fd and direction (BusyResourceError)
         self._socket_readers: dict[int, Op] = {}
         self._socket_writers: dict[int, Op] = {}
@@ -292,14 +291,13 @@ class UringIOManager:
         self._real_clock: Any = None
         # time.monotonic() when the loop's last wait returned: the start
         # time the in-flight table shows for native ops begun since
-        self._now = _monotonic()
+        self._core.now = _monotonic()
         self._clock_offset = 0.0  # the real clock's offset from CLOCK_MONOTONIC
         _inspect.LIVE_MANAGERS.add(self)
 
     # ------------------------------------------------------------------ ops
     def _new_op(self, opcode: int, fd: int, task: Task | None) -> Op:
-        ud = self._next_ud
-        self._next_ud = ud + 1
+        ud = self._new_ud()
         op = Op(ud, opcode, fd, task)
         self._ops[ud] = op
         return op
@@ -370,7 +368,7 @@ class UringIOManager:
             ret = _tu_wait(self._ringp, ns, ring._cqe_buf, _HARVEST_BATCH)
             if ret > 0:
                 ring._harvested = ret
-        self._now = _monotonic()
+        self._core.now = _monotonic()
         if ret >= 0:
             return ret
         # io_uring_enter returns the number of SQEs it consumed even when
@@ -402,8 +400,14 @@ class UringIOManager:
             if runner is not None:
                 self._reschedule = runner.reschedule
         ring = self._ring
+        n = ring._harvested
+        if n:  # what get_events' wait left in the harvest buffer: C
+            ring._harvested = 0
+            self._core.dispatch(n, self._reschedule)
+            if n < _HARVEST_BATCH:
+                return
         ops = self._ops
-        cqes = ring.take()
+        cqes = ring.harvest()
         while True:
             if len(cqes) == 3:  # the common single completion, without zip
                 ud, res, fl = cqes
@@ -465,7 +469,7 @@ class UringIOManager:
         if fd2 >= 0 and fd2 != op.watched:  # a second file (splice/tee source)
             self._track(fd2, op)
             op.watched2 = fd2
-        deadline = self._kernel_deadline(op.task)  # type: ignore[arg-type]
+        deadline = self._kernel_deadline(op.task)
         if deadline == _INF:  # the common case: one SQE, no linked timeout
             pos = _tu_prep(
                 self._ringp, opcode, sqe_flags, fd, addr, length, offset,
@@ -518,7 +522,7 @@ class UringIOManager:
         try to unwrap).  The hottest callers (file reads)
         save a coroutine frame per operation this way."""
         op = self._new_native(opcode, fd, buf, fd)
-        deadline = self._kernel_deadline(op.task)  # type: ignore[arg-type]
+        deadline = self._kernel_deadline(op.task)
         if deadline == _INF:
             pos = _tu_prep_rw(self._ringp, opcode, fd, buf, length, offset, op_flags,
                               op.ud)  # fmt: skip
@@ -536,12 +540,11 @@ class UringIOManager:
         self, opcode: int, fd: int, keep: object, watched: int
     ) -> _NativeOp:
         """A native op for the current task, in the table and tracked by fd."""
-        ud = self._next_ud
-        self._next_ud = ud + 1
+        ud = self._new_ud()
         # ``started`` (the in-flight table's age) is when this loop
         # iteration's wait returned: no clock read per op
         op = self._ops[ud] = _NativeOp(
-            ud, opcode, fd, _current_task(), self, keep, self._now, watched
+            ud, opcode, fd, _current_task(), self, keep, self._core.now, watched
         )
         if watched >= 0:
             self._track(watched, op)
@@ -602,8 +605,7 @@ class UringIOManager:
                 "another task is already reading / writing this fd"
             )
         task = current_task()
-        ud = self._next_ud
-        self._next_ud = ud + 1
+        ud = self._new_ud()
         op = self._ops[ud] = _SocketOp(ud, opcode, fd, task)
         # Every object made here lives as long as the op: with 10,000 idle
         # connections each waiting in recv that is 10,000 of each, so the
@@ -614,7 +616,7 @@ class UringIOManager:
             op.keep = keep
         # op.started (the in-flight table's age): when the loop's last wait
         # returned, one float shared by every op begun since
-        op.started = self._now
+        op.started = self._core.now
         # Not in _fd_ops: the busy table (one op per fd and direction) is
         # where notify_closing finds it, which saves a set per operation.
         op.callback = self._socket_done_cb
@@ -706,8 +708,7 @@ class UringIOManager:
         business).  ``notify_closing(fd)`` marks it ``closed``, calls
         ``on_close`` and cancels it.  Cancel it with :meth:`cancel_op`.
         """
-        ud = self._next_ud
-        self._next_ud = ud + 1
+        ud = self._new_ud()
         op = self._ops[ud] = Op(ud, opcode, fd, None)
         op.callback = callback
         op.on_close = on_close
@@ -780,8 +781,7 @@ class UringIOManager:
             sqe_flags,
             file_index,
         ) in enumerate(steps):
-            ud = self._next_ud
-            self._next_ud = ud + 1
+            ud = self._new_ud()
             op = self._ops[ud] = Op(ud, opcode, fd, task)
             op.callback = done
             op.keep = keep
@@ -841,7 +841,7 @@ class UringIOManager:
                 clock = False
             self._real_clock = clock
             self._clock_offset = clock.offset if clock is not False else 0.0
-            self._trio_deadlines = (
+            self._trio_deadlines = self._core.deadlines = (
                 _trio_run.GLOBAL_RUN_CONTEXT.runner.deadlines
                 if clock is not False
                 else _NoDeadlines()
@@ -963,8 +963,7 @@ class UringIOManager:
                 if deadline <= trio.current_time():
                     op.parked = True
                     return
-                ud = self._next_ud
-                self._next_ud = ud + 1
+                ud = self._new_ud()
                 op.ud = ud
                 self._ops[ud] = op
                 if deadline == _INF:
@@ -1016,11 +1015,10 @@ class UringIOManager:
             raise trio.BusyResourceError(
                 "another task is already reading / writing this fd"
             )
-        ud = self._next_ud
-        self._next_ud = ud + 1
+        ud = self._new_ud()
         op = self._ops[ud] = Op(ud, _OP_POLL_ADD, fd, current_task())
         op.callback = self._poll_done_cb
-        op.started = self._now
+        op.started = self._core.now
         if reading:
             op.reading = True
             waiters.read = op
@@ -1276,6 +1274,7 @@ class UringIOManager:
                 # the memory those ops may still touch alive for good rather
                 # than risk the kernel writing into freed memory.
                 _LEAKED.append((self._wake_buf, list(self._ops.values())))
+            self._core.close()  # before the ring's memory goes
             ring.close()
             for registered in self._keep_until_closed:
                 registered.free()

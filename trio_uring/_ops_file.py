@@ -60,7 +60,6 @@ import trio
 
 from . import _native
 from ._manager import FdLike, UringIOManager
-from ._park import park
 from ._ring import OP
 from ._ring_ffi import ffi
 
@@ -154,11 +153,6 @@ _FD_MAX = 0x7FFFFFFF
 _SIZE_MAX = 0x7FFFFFFF
 _OFFSET_END = 1 << 63
 _CURRENT_POSITION = _native.CURRENT_POSITION
-_unpack = ffi.unpack
-
-# read() hands the kernel uninitialised memory: it is overwritten, and only
-# the first ``result`` bytes are ever copied out.
-_alloc_uninit = ffi.new_allocator(should_clear_after_alloc=False)
 
 # struct statx (linux/stat.h), the first 152 of its 256 bytes:
 #   mask blksize attributes nlink uid gid mode __spare0 ino size blocks
@@ -396,10 +390,7 @@ async def read(fd: FdLike, nbytes: int, offset: int | None = None) -> bytes:
         if offset is None:
             return await _in_thread(os.read, fd, nbytes)
         return await _in_thread(os.pread, fd, nbytes, offset)
-    buf = _alloc_uninit("char[]", nbytes or 1)
-    data: bytes = _unpack(
-        buf, await park(manager.start_rw(_READ, fd, buf, nbytes, off))
-    )
+    data: bytes = await manager._core.start_read(fd, nbytes, off)
     return data
 
 

@@ -30,7 +30,10 @@ import types
 from collections.abc import Callable, Generator
 from typing import Any, Final
 
+import outcome
 import trio
+
+from . import _speedups
 
 try:
     from trio._core._traps import WaitTaskRescheduled
@@ -62,3 +65,10 @@ def _park(abort_func: AbortFn) -> Generator[Any, Any, Any]:
 RAW: Final = WaitTaskRescheduled is not None
 
 park: Callable[[AbortFn], Any] = _park if RAW else trio.lowlevel.wait_task_rescheduled
+
+# The C native ops (trio_uring._speedups.OpCore) park the same way.
+_speedups.configure(
+    WaitTaskRescheduled if RAW else None,
+    trio.lowlevel.wait_task_rescheduled,
+    outcome.Value,
+)

@@ -1,0 +1,230 @@
+"""trio_uring._speedups: the C hot path of native ops (csrc/speedups.c).
+
+The operations themselves are tested through the catalogue (test_ops_file,
+test_lifecycle, test_torture...); these pin the C protocol: how an op
+parks and what it returns for each way its task can be woken, the
+fallback when trio moves its trap message, the SQ filling up, the ops left
+behind by cancellations, and a closed manager.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import outcome
+import pytest
+import trio
+import trio.testing
+from trio._core._traps import WaitTaskRescheduled
+
+import trio_uring
+from trio_uring import _native
+from trio_uring import _ops_file as uf
+from trio_uring._ring import OP
+
+
+@pytest.fixture
+def data_fd(tmp_path: Path) -> Iterator[Callable[[bytes], int]]:
+    """``data_fd(data)``: an fd open on a file holding ``data``."""
+    fds: list[int] = []
+
+    def make(data: bytes) -> int:
+        path = tmp_path / f"f{len(fds)}"
+        path.write_bytes(data)
+        fds.append(os.open(path, os.O_RDONLY))
+        return fds[-1]
+
+    yield make
+    for fd in fds:
+        os.close(fd)
+
+
+async def _completed_read(fd: int, nbytes: int) -> Any:
+    """A start_read op driven by hand: parked (the message checked), its
+    task forgotten (so the completion wakes nobody), then completed."""
+    manager = _native.current_manager()
+    op = manager._core.start_read(fd, nbytes, 0)
+    msg = op.send(None)
+    assert type(msg) is WaitTaskRescheduled
+    assert msg.abort_func is op
+    op.task = None  # the CQE now goes to _native_done: nobody waits
+    while op.ud in manager._ops:
+        await trio.sleep(0)
+    return op
+
+
+@pytest.mark.parametrize(
+    ("woken_with", "expected"),
+    [
+        (10, b"0123456789"),  # the plain CQE result: the bytes themselves
+        (4, b"0123"),  # a short read: a copy of the start
+        (0, b""),
+        (outcome.Value(3), b"012"),  # trio's own wake-up: unwrapped
+    ],
+)
+def test_read_op_returns_its_bytes(
+    data_fd: Callable[[bytes], int], woken_with: object, expected: bytes
+) -> None:
+    fd = data_fd(b"0123456789")
+
+    async def main() -> None:
+        op = await _completed_read(fd, 10)
+        with pytest.raises(StopIteration) as info:
+            op.send(woken_with)
+        assert info.value.value == expected
+        if woken_with == 10:
+            assert info.value.value is op.keep  # no copy for a full read
+        with pytest.raises(RuntimeError, match="already awaited"):
+            op.send(None)
+
+    trio_uring.run(main)
+
+
+def test_read_op_raises_an_error_outcome(data_fd: Callable[[bytes], int]) -> None:
+    fd = data_fd(b"data")
+
+    async def main() -> None:
+        op = await _completed_read(fd, 4)
+        with pytest.raises(KeyError, match="k"):
+            op.send(outcome.Error(KeyError("k")))
+
+    trio_uring.run(main)
+
+
+def test_op_protocol_errors(data_fd: Callable[[bytes], int]) -> None:
+    fd = data_fd(b"data")
+
+    async def main() -> None:
+        manager = _native.current_manager()
+        op = manager._core.start_read(fd, 4, 0)
+        with pytest.raises(TypeError, match="non-None"):
+            op.send(1)  # not yet parked
+        assert await op == b"data"
+        with pytest.raises(RuntimeError, match="already awaited"):
+            await op
+
+    trio_uring.run(main)
+
+
+def test_full_submission_queue_is_flushed(data_fd: Callable[[bytes], int]) -> None:
+    # More reads started in one loop step than the SQ holds: the C path
+    # hands the queue to the kernel and goes on, every read gets its data.
+    fd = data_fd(bytes(range(256)) * 16)
+
+    async def main() -> None:
+        stats = trio.lowlevel.current_statistics().io_statistics
+        n = 2 * stats.sq_entries + 3
+        results: dict[int, bytes] = {}
+
+        async def one(i: int) -> None:
+            results[i] = await uf.read(fd, 16, (i % 256) * 16)
+
+        enters, before = stats.enters, set(_native.current_manager()._ops)
+        async with trio.open_nursery() as nursery:
+            for i in range(n):
+                nursery.start_soon(one, i)
+        assert trio.lowlevel.current_statistics().io_statistics.enters > enters
+        expected = bytes(range(256)) * 16
+        assert results == {
+            i: expected[(i % 256) * 16 : (i % 256) * 16 + 16] for i in range(n)
+        }
+        assert set(_native.current_manager()._ops) == before
+
+    trio_uring.run(main)
+
+
+def test_cancelled_reads_leave_no_reference_cycle(cycles_after: Any) -> None:
+    # Each timed out in the kernel (ASYNC_CANCEL) or before submission.
+    async def main() -> None:
+        r, w = os.pipe()
+        try:
+
+            async def timed_out() -> None:
+                with trio.move_on_after(0.0005):
+                    await uf.read(r, 10)
+
+            async def cancelled_before() -> None:
+                with trio.CancelScope() as cs:
+                    cs.cancel()
+                    await uf.read(r, 10)
+
+            assert await cycles_after(50, timed_out) == 0
+            assert await cycles_after(50, cancelled_before) == 0
+        finally:
+            os.close(r)
+            os.close(w)
+
+    trio_uring.run(main)
+
+
+def test_closed_manager_refuses() -> None:
+    cores: list[Any] = []
+
+    async def main() -> None:
+        cores.append(_native.current_manager()._core)
+
+    trio_uring.run(main)
+    with pytest.raises(RuntimeError, match="closed"):
+        cores[0].start_read(0, 1, 0)
+    with pytest.raises(RuntimeError, match="closed"):
+        cores[0].dispatch(0, print)
+
+
+def test_fallback_when_trio_moves_its_trap_message(tmp_path: Path) -> None:
+    # Without trio's WaitTaskRescheduled, ops park through trio's own
+    # wait_task_rescheduled and are woken with outcomes: same results.
+    path = tmp_path / "f"
+    path.write_bytes(b"0123456789")
+    script = textwrap.dedent(
+        f"""
+        import os, sys, types
+        import trio, trio._core._traps as traps
+        # trio_uring imported under a trio that reorganised its traps
+        moved = types.ModuleType(traps.__name__)
+        moved.__dict__.update(traps.__dict__)
+        del moved.WaitTaskRescheduled
+        sys.modules[traps.__name__] = moved
+        import trio_uring
+        from trio_uring import _park, _ops_file as uf
+        sys.modules[traps.__name__] = traps
+        assert not _park.RAW
+
+        async def main():
+            fd = os.open({str(path)!r}, os.O_RDONLY)
+            assert await uf.read(fd, 4, 2) == b"2345"
+            assert await uf.read(fd, 100, 8) == b"89"
+            r, w = os.pipe()
+            with trio.move_on_after(0.01) as cs:
+                await uf.read(r, 10)
+            assert cs.cancelled_caught
+            os.write(w, b"later")
+            assert await uf.read(r, 10) == b"later"
+            try:
+                await uf.read(w, 10)
+            except OSError as exc:
+                assert exc.errno == 9, exc
+            else:
+                raise AssertionError("no EBADF")
+            stats = trio.lowlevel.current_statistics().io_statistics
+            assert stats.submitted["LINK_TIMEOUT"] == 1
+            print("ok")
+
+        trio_uring.run(main)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+def test_read_opcode_is_the_kernels() -> None:
+    # csrc/speedups.c hard-codes IORING_OP_READ for start_read
+    assert OP["READ"] == 22
