@@ -130,6 +130,10 @@ def test_keyboard_interrupt_reaches_trio() -> None:
         # not the repository root, where the uncompiled source tree would
         # shadow the installed trio_uring
         cwd=os.path.dirname(os.path.abspath(__file__)),
+        # a shell without job control starts background jobs with SIGINT
+        # ignored, and the child would inherit that: Python then installs
+        # no KeyboardInterrupt handler at all
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "ready"
