@@ -28,8 +28,10 @@
  * Core     one per UringIOManager, sharing its op table, its per-fd index
  *          and its ring:
  *          new_ud()          the next user_data (the manager's only counter)
- *          start_read(...)   op + table + fd index + SQE for a READ into a
- *                            new bytes object
+ *          start_rw(...)     op + table + fd index + SQE for a buffer op
+ *                            (READ, WRITE, RECV, SEND) on the caller's memory
+ *          start_read(...)   the same for a READ or RECV into a new bytes
+ *                            object, which ``await op`` returns
  *          dispatch(n, resched)
  *                            the n CQEs that tu_wait/tu_harvest left in the
  *                            ring's harvest buffer: the common completion of
@@ -73,7 +75,6 @@ typedef int (*prep_rw_fn)(struct tu_ring *, uint8_t, int32_t, void *,
     PyErr_Fetch(&e##_t, &e##_v, &e##_tb)
 #define RESTORE_ERROR(e) PyErr_Restore(e##_t, e##_v, e##_tb)
 #endif
-#define OP_READ 22 /* IORING_OP_READ */
 #define MAX_BATCH 1024 /* the ring's HARVEST_BATCH */
 
 /* ------------------------------------------------------------ module state
@@ -611,37 +612,75 @@ static int int_arg(PyObject *o, long lo, long hi, const char *what,
     return 0;
 }
 
-PyDoc_STRVAR(start_read_doc,
-             "start_read(fd, nbytes, offset)\n--\n\n"
-             "Queue a READ of up to ``nbytes`` at ``offset`` into a new bytes object;\n"
-             "``await`` the op returned for the bytes read.  Arguments are checked\n"
-             "by the caller.");
+PyDoc_STRVAR(start_rw_doc,
+             "start_rw(opcode, fd, keep, addr, length, offset, op_flags)\n--\n\n"
+             "Queue a buffer op (READ, WRITE, RECV, SEND) of ``length`` bytes at\n"
+             "``addr``, memory that ``keep`` holds, for the current task; ``await``\n"
+             "the op returned for the CQE's result.  The caller checks the\n"
+             "arguments (here only their C ranges are).");
 
-static PyObject *core_start_read(Core *c, PyObject *const *args,
-                                 Py_ssize_t nargs) {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "start_read takes 3 arguments");
+static PyObject *core_start_rw(Core *c, PyObject *const *args,
+                               Py_ssize_t nargs) {
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "start_rw takes 7 arguments");
         return NULL;
     }
     if (!core_ready(c))
         return NULL;
-    long fd, n;
-    if (int_arg(args[0], 0, INT32_MAX, "fd", &fd) < 0 ||
-        int_arg(args[1], 0, INT32_MAX, "nbytes", &n) < 0)
+    long opcode, fd, len, flags;
+    if (int_arg(args[0], 0, 255, "opcode", &opcode) < 0 ||
+        int_arg(args[1], 0, INT32_MAX, "fd", &fd) < 0 ||
+        int_arg(args[4], 0, UINT32_MAX, "length", &len) < 0 ||
+        int_arg(args[6], 0, UINT32_MAX, "op_flags", &flags) < 0)
         return NULL;
-    unsigned long long off = PyLong_AsUnsignedLongLong(args[2]);
+    unsigned long long addr = PyLong_AsUnsignedLongLong(args[3]);
+    if (addr == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    unsigned long long off = PyLong_AsUnsignedLongLong(args[5]);
+    if (off == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    PyObject *task;
+    OpCore *op = new_op(c, (int)opcode, (int)fd, args[2], &task);
+    if (op == NULL)
+        return NULL;
+    return start(c, op, task, (void *)(uintptr_t)addr, (uint32_t)len, off,
+                 (uint32_t)flags);
+}
+
+PyDoc_STRVAR(start_read_doc,
+             "start_read(opcode, fd, nbytes, offset, op_flags)\n--\n\n"
+             "Queue a READ or RECV of up to ``nbytes`` into a new bytes object;\n"
+             "``await`` the op returned for the bytes read.  The caller checks the\n"
+             "arguments (here only their C ranges are).");
+
+static PyObject *core_start_read(Core *c, PyObject *const *args,
+                                 Py_ssize_t nargs) {
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "start_read takes 5 arguments");
+        return NULL;
+    }
+    if (!core_ready(c))
+        return NULL;
+    long opcode, fd, n, flags;
+    if (int_arg(args[0], 0, 255, "opcode", &opcode) < 0 ||
+        int_arg(args[1], 0, INT32_MAX, "fd", &fd) < 0 ||
+        int_arg(args[2], 0, INT32_MAX, "nbytes", &n) < 0 ||
+        int_arg(args[4], 0, UINT32_MAX, "op_flags", &flags) < 0)
+        return NULL;
+    unsigned long long off = PyLong_AsUnsignedLongLong(args[3]);
     if (off == (unsigned long long)-1 && PyErr_Occurred())
         return NULL;
     PyObject *buf = PyBytes_FromStringAndSize(NULL, n);
     if (buf == NULL)
         return NULL;
     PyObject *task;
-    OpCore *op = new_op(c, OP_READ, (int)fd, buf, &task);
+    OpCore *op = new_op(c, (int)opcode, (int)fd, buf, &task);
     Py_DECREF(buf);
     if (op == NULL)
         return NULL;
     op->bytes_result = 1;
-    return start(c, op, task, PyBytes_AS_STRING(buf), (uint32_t)n, off, 0);
+    return start(c, op, task, PyBytes_AS_STRING(buf), (uint32_t)n, off,
+                 (uint32_t)flags);
 }
 
 PyDoc_STRVAR(close_doc,
@@ -773,6 +812,8 @@ static PyObject *core_dispatch(Core *c, PyObject *const *args,
 }
 
 static PyMethodDef core_methods[] = {
+    {"start_rw", (PyCFunction)(void (*)(void))core_start_rw, METH_FASTCALL,
+     start_rw_doc},
     {"start_read", (PyCFunction)(void (*)(void))core_start_read,
      METH_FASTCALL, start_read_doc},
     {"new_ud", (PyCFunction)core_new_ud, METH_NOARGS, new_ud_doc},

@@ -49,7 +49,7 @@ async def _completed_read(fd: int, nbytes: int) -> Any:
     """A start_read op driven by hand: parked (the message checked), its
     task forgotten (so the completion wakes nobody), then completed."""
     manager = _native.current_manager()
-    op = manager._core.start_read(fd, nbytes, 0)
+    op = manager._core.start_read(OP["READ"], fd, nbytes, 0, 0)
     msg = op.send(None)
     assert type(msg) is WaitTaskRescheduled
     assert msg.abort_func is op
@@ -102,7 +102,7 @@ def test_op_protocol_errors(data_fd: Callable[[bytes], int]) -> None:
 
     async def main() -> None:
         manager = _native.current_manager()
-        op = manager._core.start_read(fd, 4, 0)
+        op = manager._core.start_read(OP["READ"], fd, 4, 0, 0)
         with pytest.raises(TypeError, match="non-None"):
             op.send(1)  # not yet parked
         assert await op == b"data"
@@ -172,7 +172,7 @@ def test_closed_manager_refuses() -> None:
 
     trio_uring.run(main)
     with pytest.raises(RuntimeError, match="closed"):
-        cores[0].start_read(0, 1, 0)
+        cores[0].start_read(OP["READ"], 0, 1, 0, 0)
     with pytest.raises(RuntimeError, match="closed"):
         cores[0].dispatch(0, print)
 
@@ -230,8 +230,3 @@ def test_fallback_when_trio_moves_its_trap_message(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
-
-
-def test_read_opcode_is_the_kernels() -> None:
-    # csrc/speedups.c hard-codes IORING_OP_READ for start_read
-    assert OP["READ"] == 22

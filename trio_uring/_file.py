@@ -177,7 +177,7 @@ async def pread(fd: int, n: int, offset: int, private: bool = False) -> bytes:
     nobody else can close ``fd`` meanwhile (see _IOSQE_ASYNC)."""
     manager = _RUN.runner.io_manager
     if n <= _BIG:
-        data: bytes = await manager._core.start_read(fd, n, offset)
+        data: bytes = await manager._core.start_read(_READ, fd, n, offset, 0)
         return data
     global _big_in_flight
     n = min(n, _ops_file.MAX_RW_COUNT)
@@ -402,7 +402,9 @@ class NativeFile:
         if size > _BIG:
             return await self._read_full(size)
         # The common case inline: one READ at the file position.
-        data: bytes = await _RUN.runner.io_manager._core.start_read(self.fd, size, _CUR)
+        data: bytes = await _RUN.runner.io_manager._core.start_read(
+            _READ, self.fd, size, _CUR, 0
+        )
         got = len(data)
         if got == size or not got or not self.buffered:
             return data

@@ -96,7 +96,6 @@ _tu_wait = lib.tu_wait
 _HARVEST_BATCH = _ring.HARVEST_BATCH
 _OP_ASYNC_CANCEL = _ring.OP_ASYNC_CANCEL
 _OP_POLL_ADD = _ring.OP_POLL_ADD
-_tu_prep_rw = lib.tu_prep_rw
 _UD_LINK = _ring.UD_LINK_TIMEOUT
 #: how long after trio's deadline the kernel's linked timeout fires (s); see
 #: _prep_native for the measurement behind it
@@ -157,7 +156,7 @@ class _FdWaiters:
 
 
 class _NativeOp(_speedups.OpCore, Op):
-    """A ``submit``/``submit_rw``/``start_read`` op.  Its hot fields and
+    """A ``submit``/``submit_rw``/``Core.start_read`` op.  Its hot fields and
     ``__init__(ud, opcode, fd, task, manager, keep, started, watched)`` are
     C (:class:`trio_uring._speedups.OpCore`), and ``await op`` parks the
     task on it; like :class:`_SocketOp` it is its own abort function (no
@@ -497,44 +496,16 @@ class UringIOManager:
     ) -> int:
         """:meth:`submit` for the common buffer operation, made lean.
 
-        READ, WRITE, RECV, SEND...: ``buf`` is a cffi ``char[]`` (kept alive
-        until the final CQE) holding at least ``length`` bytes; no SQE flags,
-        buffer group, file index or ioprio.  Same contract as :meth:`submit`.
+        READ, WRITE, RECV, SEND...: ``buf`` is a cffi ``char[]`` or
+        ``ffi.from_buffer`` view (kept alive until the final CQE) holding
+        at least ``length`` bytes; no SQE flags, buffer group, file index or
+        ioprio.  Same contract as :meth:`submit`.  The op is made, queued
+        and parked on in C (``trio_uring._speedups.Core.start_rw``).
         """
-        result: int = await park(
-            self.start_rw(opcode, fd, buf, length, offset, op_flags)
+        result: int = await self._core.start_rw(
+            opcode, fd, buf, _addr(buf), length, offset, op_flags
         )
         return result
-
-    def start_rw(
-        self,
-        opcode: int,
-        fd: int,
-        buf: Any,
-        length: int,
-        offset: int,
-        op_flags: int = 0,
-    ) -> _NativeOp:
-        """:meth:`submit_rw` without its coroutine: queue the op and return
-        it; the caller must at once ``await trio_uring._park.park(op)`` (the
-        op is its own abort function; its completion wakes the task with
-        the plain result, which trio's own ``wait_task_rescheduled`` would
-        try to unwrap).  The hottest callers (file reads)
-        save a coroutine frame per operation this way."""
-        op = self._new_native(opcode, fd, buf, fd)
-        deadline = self._kernel_deadline(op.task)
-        if deadline == _INF:
-            pos = _tu_prep_rw(self._ringp, opcode, fd, buf, length, offset, op_flags,
-                              op.ud)  # fmt: skip
-            while pos < 0:  # the SQ is full: hand it to the kernel, go again
-                self._ring.flush()
-                pos = _tu_prep_rw(self._ringp, opcode, fd, buf, length, offset,
-                                  op_flags, op.ud)  # fmt: skip
-            op.position = pos
-        else:
-            op.args = (_addr(buf), length, offset, op_flags, 0, 0, 0, 0)
-            self._prep_native(op, deadline)
-        return op
 
     def _new_native(
         self, opcode: int, fd: int, keep: object, watched: int

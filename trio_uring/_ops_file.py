@@ -390,7 +390,7 @@ async def read(fd: FdLike, nbytes: int, offset: int | None = None) -> bytes:
         if offset is None:
             return await _in_thread(os.read, fd, nbytes)
         return await _in_thread(os.pread, fd, nbytes, offset)
-    data: bytes = await manager._core.start_read(fd, nbytes, off)
+    data: bytes = await manager._core.start_read(_READ, fd, nbytes, off, 0)
     return data
 
 

@@ -513,14 +513,14 @@ async def recv(sock: FdLike, nbytes: int, flags: int = 0) -> bytes:
         return b""
     if not manager.supports(_RECV):
         return await _nonblocking(fd, True, lambda s: s.recv(nbytes, flags), flags)
-    buf = _alloc_uninit("char[]", nbytes)
     try:
-        n = await manager.submit_rw(_RECV, fd, buf, nbytes, 0, flags)
+        data: bytes = await manager._core.start_read(_RECV, fd, nbytes, 0, flags)
     except BlockingIOError:
         if flags & _MSG_DONTWAIT:
             raise
+        buf = _alloc_uninit("char[]", nbytes)
         n = await _again(manager, True, _RECV, fd, _addr(buf), nbytes, 0, flags, buf)
-    data: bytes = ffi.unpack(buf, n)
+        data = ffi.unpack(buf, n)
     return data
 
 
