@@ -9,6 +9,7 @@ behind by cancellations, and a closed manager.
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -230,3 +231,36 @@ def test_fallback_when_trio_moves_its_trap_message(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("op", ["read", "readinto"])
+def test_failed_linked_timeout_leaves_nothing_in_the_kernel(
+    op: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The op's SQE is queued, then its LINK_TIMEOUT cannot be: the caller
+    # gets the error and the read never reaches the kernel (no data taken).
+    async def main() -> None:
+        manager = _native.current_manager()
+        r, w = os.pipe()
+        calls = {
+            "read": lambda: uf.read(r, 10),
+            "readinto": lambda: uf.readinto(r, bytearray(10)),
+        }
+
+        def no_room(*args: object, **kwargs: object) -> int:
+            raise OSError(errno.EBUSY, "no room")
+
+        try:
+            with monkeypatch.context() as patch:
+                patch.setattr(manager._ring, "prep_timeout", no_room)
+                with trio.move_on_after(10), pytest.raises(OSError, match="no room"):
+                    await calls[op]()
+            os.write(w, b"data")
+            with trio.fail_after(5):
+                assert await uf.read(r, 10) == b"data"
+            assert not [o for o in manager._ops.values() if o.fd == r]
+        finally:
+            os.close(r)
+            os.close(w)
+
+    trio_uring.run(main)

@@ -870,6 +870,14 @@ class UringIOManager:
             _ring.OP_LINK_TIMEOUT, at_ns, _UD_LINK, timeout_flags=_ring.TIMEOUT_ABS
         )
 
+    def _abandon(self, op: Op) -> None:
+        """An op whose start failed once its SQE was queued (its linked
+        timeout could not be): nobody waits for it; it stays in the table,
+        holding its memory, until its final CQE."""
+        op.task = None
+        if not self._unqueue(op):
+            self._cancel_in_kernel(op)
+
     def _unqueue(self, op: Op) -> bool:
         """Un-queue a native op (and its linked timeout) not yet submitted."""
         if op.position < 0 or not self._ring.unprep(op.position, op.ud):
