@@ -177,12 +177,13 @@ static PyObject *op_result(OpCore *op, PyObject *value) {
         if (got == -1 && PyErr_Occurred())
             return NULL;
         PyObject *buf = op->keep;
-        if (buf == NULL || !PyBytes_CheckExact(buf) || got < 0 ||
-            got > PyBytes_GET_SIZE(buf)) {
+        if (buf == NULL || !PyBytes_CheckExact(buf) || got < 0) {
             PyErr_SetString(PyExc_SystemError, "read result out of range");
             return NULL;
         }
-        if (got == PyBytes_GET_SIZE(buf))
+        /* A RECV with MSG_TRUNC reports a datagram's full length, which may
+         * be more than fitted: what was received is the whole buffer. */
+        if (got >= PyBytes_GET_SIZE(buf))
             return Py_NewRef(buf);
         return PyBytes_FromStringAndSize(PyBytes_AS_STRING(buf), got);
     }
@@ -191,6 +192,7 @@ static PyObject *op_result(OpCore *op, PyObject *value) {
 
 /* One step of ``await op``: 0 = yielded *out, 1 = returned *out, -1 error. */
 static int op_step(OpCore *op, PyObject *value, PyObject **out) {
+    *out = NULL;
     if (op->state == 0) {
         if (value != Py_None) {
             PyErr_SetString(PyExc_TypeError,
@@ -212,6 +214,12 @@ static int op_step(OpCore *op, PyObject *value, PyObject **out) {
                 return -1;
             }
         } else {
+            if (fallback_park == NULL) {
+                PyErr_SetString(PyExc_RuntimeError,
+                                "trio_uring._speedups.configure() was not "
+                                "called");
+                return -1;
+            }
             PyObject *inner = PyObject_CallOneArg(fallback_park,
                                                   (PyObject *)op);
             if (inner == NULL)
@@ -224,7 +232,7 @@ static int op_step(OpCore *op, PyObject *value, PyObject **out) {
             if (r != PYGEN_NEXT) {
                 Py_DECREF(it);
                 if (r == PYGEN_RETURN) {
-                    Py_DECREF(msg);
+                    Py_CLEAR(msg);
                     PyErr_SetString(PyExc_RuntimeError,
                                     "wait_task_rescheduled did not park");
                 }
@@ -617,9 +625,9 @@ static OpCore *new_op(Core *c, int opcode, int fd, PyObject *keep,
     return op;
 }
 
-static int int_arg(PyObject *o, long lo, long hi, const char *what,
-                   long *out) {
-    long v = PyLong_AsLong(o);
+static int int_arg(PyObject *o, long long lo, long long hi, const char *what,
+                   long long *out) {
+    long long v = PyLong_AsLongLong(o);
     if (v == -1 && PyErr_Occurred())
         return -1;
     if (v < lo || v > hi) {
@@ -645,9 +653,9 @@ static PyObject *core_start_rw(Core *c, PyObject *const *args,
     }
     if (!core_ready(c))
         return NULL;
-    long opcode, fd, len, flags;
+    long long opcode, fd, len, flags;
     if (int_arg(args[0], 0, 255, "opcode", &opcode) < 0 ||
-        int_arg(args[1], 0, INT32_MAX, "fd", &fd) < 0 ||
+        int_arg(args[1], INT32_MIN, INT32_MAX, "fd", &fd) < 0 ||
         int_arg(args[4], 0, UINT32_MAX, "length", &len) < 0 ||
         int_arg(args[6], 0, UINT32_MAX, "op_flags", &flags) < 0)
         return NULL;
@@ -679,9 +687,9 @@ static PyObject *core_start_read(Core *c, PyObject *const *args,
     }
     if (!core_ready(c))
         return NULL;
-    long opcode, fd, n, flags;
+    long long opcode, fd, n, flags;
     if (int_arg(args[0], 0, 255, "opcode", &opcode) < 0 ||
-        int_arg(args[1], 0, INT32_MAX, "fd", &fd) < 0 ||
+        int_arg(args[1], INT32_MIN, INT32_MAX, "fd", &fd) < 0 ||
         int_arg(args[2], 0, INT32_MAX, "nbytes", &n) < 0 ||
         int_arg(args[4], 0, UINT32_MAX, "op_flags", &flags) < 0)
         return NULL;
@@ -771,14 +779,18 @@ static PyObject *core_dispatch(Core *c, PyObject *const *args,
     }
     if (!core_ready(c))
         return NULL;
-    long n;
+    long long n;
     if (int_arg(args[0], 0, c->batch, "n", &n) < 0)
         return NULL;
     PyObject *reschedule = args[1];
     /* callbacks may reuse the harvest buffer: work on a copy */
     int64_t cqes[3 * MAX_BATCH];
     memcpy(cqes, c->cqe_buf, sizeof(int64_t) * 3 * (size_t)n);
-    for (long i = 0; i < n; i++) {
+    for (long long i = 0; i < n; i++) {
+        if (c->ops == NULL) { /* a callback closed the manager */
+            PyErr_SetString(PyExc_RuntimeError, "the IO manager is closed");
+            return NULL;
+        }
         uint64_t ud = (uint64_t)cqes[3 * i];
         int32_t res = (int32_t)cqes[3 * i + 1];
         uint32_t fl = (uint32_t)cqes[3 * i + 2];

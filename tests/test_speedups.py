@@ -25,7 +25,7 @@ import trio.testing
 from trio._core._traps import WaitTaskRescheduled
 
 import trio_uring
-from trio_uring import _native
+from trio_uring import _native, lowlevel
 from trio_uring import _ops_file as uf
 from trio_uring._ring import OP
 
@@ -262,5 +262,33 @@ def test_failed_linked_timeout_leaves_nothing_in_the_kernel(
         finally:
             os.close(r)
             os.close(w)
+
+    trio_uring.run(main)
+
+
+def test_truncated_datagram_gives_what_fitted() -> None:
+    # With MSG_TRUNC the CQE reports the datagram's full length (100), more
+    # than the 10-byte bytes object holds: the recv returns those 10 bytes.
+    import socket
+
+    async def main() -> None:
+        with (
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx,
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx,
+        ):
+            rx.bind(("127.0.0.1", 0))
+            tx.sendto(bytes(range(100)), rx.getsockname())
+            got = await lowlevel.recv(rx, 10, socket.MSG_TRUNC)
+            assert got == bytes(range(10))
+
+    trio_uring.run(main)
+
+
+def test_negative_fd_is_the_kernels_ebadf() -> None:
+    async def main() -> None:
+        core = _native.current_manager()._core
+        with pytest.raises(OSError, match=r"\[Errno 9\]") as info:
+            await core.start_read(OP["READ"], -5, 10, 0, 0)
+        assert info.value.errno == errno.EBADF
 
     trio_uring.run(main)

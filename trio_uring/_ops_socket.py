@@ -498,6 +498,9 @@ async def recv(sock: FdLike, nbytes: int, flags: int = 0) -> bytes:
         ``MSG_DONTWAIT`` raises :class:`BlockingIOError` instead of waiting.
     :returns: the bytes received; ``b""`` when the peer has shut down, and
         for ``nbytes=0`` at once (a checkpoint, as the stdlib returns at once).
+        With ``MSG_TRUNC`` a datagram longer than ``nbytes`` gives its first
+        ``nbytes`` bytes (``socket.recv`` pads them to the datagram's length
+        with undefined bytes; :func:`recvmsg` tells the length).
     :raises OSError: from the kernel (``EBADF``, ``ENOTSOCK``...).
     :raises ValueError: for a negative ``nbytes``.
     :raises OverflowError: for an ``nbytes`` of ``2**31`` or more.
