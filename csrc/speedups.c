@@ -84,8 +84,7 @@ static PyObject *fallback_park; /* trio.lowlevel.wait_task_rescheduled */
 static PyObject *value_type;    /* outcome.Value */
 static PyObject *empty_tuple;
 static PyObject *s_abort_func, *s_unwrap, *s_callback, *s_active,
-    *s_task, *s_kernel_deadline, *s_prep_native, *s_args, *s_flush,
-    *s_abandon;
+    *s_task, *s_kernel_deadline, *s_prep_native, *s_args, *s_flush;
 
 /* ------------------------------------------------------------------ OpCore */
 typedef struct {
@@ -556,23 +555,12 @@ static PyObject *start(Core *c, OpCore *op, PyObject *task, void *addr,
                                                  (PyObject *)op, dl, NULL);
         Py_DECREF(dl);
         if (r == NULL) {
-            if (op->position >= 0) {
-                /* its SQE is queued (its linked timeout failed): the
-                 * manager un-queues or cancels it, and the op stays in the
-                 * table, nobody waiting, until its final CQE */
-                SAVE_ERROR(exc);
-                PyObject *done =
-                    PyObject_CallMethodOneArg(c->manager, s_abandon,
-                                              (PyObject *)op);
-                if (done == NULL)
-                    PyErr_WriteUnraisable((PyObject *)op);
-                Py_XDECREF(done);
-                RESTORE_ERROR(exc);
-                Py_DECREF(key);
-                Py_DECREF(op);
-                return NULL;
-            }
-            goto untrack;
+            /* _prep_native has abandoned the op (UringIOManager._abandon):
+             * a queued SQE is a NOP and the op stays listed until its CQE,
+             * or, with none queued, it is out of the table and the index */
+            Py_DECREF(key);
+            Py_DECREF(op);
+            return NULL;
         }
         Py_DECREF(r);
     }
@@ -930,7 +918,6 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     INTERN(s_prep_native, "_prep_native");
     INTERN(s_args, "args");
     INTERN(s_flush, "flush");
-    INTERN(s_abandon, "_abandon");
     if ((empty_tuple = PyTuple_New(0)) == NULL)
         return NULL;
     if (PyType_Ready(&OpCore_Type) < 0 || PyType_Ready(&Core_Type) < 0)

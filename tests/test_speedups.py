@@ -233,18 +233,22 @@ def test_fallback_when_trio_moves_its_trap_message(tmp_path: Path) -> None:
     assert out.stdout.strip() == "ok"
 
 
-@pytest.mark.parametrize("op", ["read", "readinto"])
+@pytest.mark.parametrize("failing", ["prep_timeout", "prep"])
+@pytest.mark.parametrize("op", ["read", "readinto", "readv"])
 def test_failed_linked_timeout_leaves_nothing_in_the_kernel(
-    op: str, monkeypatch: pytest.MonkeyPatch
+    op: str, failing: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The op's SQE is queued, then its LINK_TIMEOUT cannot be: the caller
-    # gets the error and the read never reaches the kernel (no data taken).
+    # Under a deadline, the op's SQE or its LINK_TIMEOUT cannot be queued:
+    # the caller gets the error, the read never reaches the kernel (no data
+    # taken) and nothing wakes the task later.  read: Core.start_read;
+    # readinto: Core.start_rw; readv: the manager's submit().
     async def main() -> None:
         manager = _native.current_manager()
         r, w = os.pipe()
         calls = {
             "read": lambda: uf.read(r, 10),
             "readinto": lambda: uf.readinto(r, bytearray(10)),
+            "readv": lambda: uf.readv(r, [bytearray(10)]),
         }
 
         def no_room(*args: object, **kwargs: object) -> int:
@@ -252,7 +256,7 @@ def test_failed_linked_timeout_leaves_nothing_in_the_kernel(
 
         try:
             with monkeypatch.context() as patch:
-                patch.setattr(manager._ring, "prep_timeout", no_room)
+                patch.setattr(manager._ring, failing, no_room)
                 with trio.move_on_after(10), pytest.raises(OSError, match="no room"):
                     await calls[op]()
             os.write(w, b"data")

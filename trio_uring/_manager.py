@@ -856,26 +856,38 @@ class UringIOManager:
         addr, length, offset, op_flags, buf_index, file_index, ioprio, flags = op.args
         op.deadline = deadline
         ring = self._ring
-        if ring.sq_free() < 2:
-            ring.flush()  # the pair must sit in one submission
-        op.position = ring.prep(
-            op.opcode, op.fd, addr, length, offset, op_flags, op.ud,
-            flags | _ring.IOSQE_IO_LINK, buf_index, file_index, ioprio,
-        )  # fmt: skip
-        # CLOCK_MONOTONIC ns, rounded up, plus the grace (-inf: already
-        # cancelled, the abort un-queues it)
-        at = deadline - self._clock_offset + _LINK_TIMEOUT_GRACE
-        at_ns = -int(-at * 1e9) if at > 0 else 0
-        op.link_position = ring.prep_timeout(
-            _ring.OP_LINK_TIMEOUT, at_ns, _UD_LINK, timeout_flags=_ring.TIMEOUT_ABS
-        )
+        try:
+            if ring.sq_free() < 2:
+                ring.flush()  # the pair must sit in one submission
+            op.position = ring.prep(
+                op.opcode, op.fd, addr, length, offset, op_flags, op.ud,
+                flags | _ring.IOSQE_IO_LINK, buf_index, file_index, ioprio,
+            )  # fmt: skip
+            # CLOCK_MONOTONIC ns, rounded up, plus the grace (-inf: already
+            # cancelled, the abort un-queues it)
+            at = deadline - self._clock_offset + _LINK_TIMEOUT_GRACE
+            at_ns = -int(-at * 1e9) if at > 0 else 0
+            op.link_position = ring.prep_timeout(
+                _ring.OP_LINK_TIMEOUT, at_ns, _UD_LINK,
+                timeout_flags=_ring.TIMEOUT_ABS,
+            )  # fmt: skip
+        except BaseException:
+            # whoever started it gets this error: nothing may wake it later,
+            # nor run its SQE on memory it no longer holds
+            self._abandon(op)
+            raise
 
     def _abandon(self, op: Op) -> None:
-        """An op whose start failed once its SQE was queued (its linked
-        timeout could not be): nobody waits for it; it stays in the table,
-        holding its memory, until its final CQE."""
+        """A native op whose start failed part-way: nobody waits for it.
+        An SQE already queued becomes a NOP (or, if the kernel has it, is
+        cancelled) and the op stays in the table, holding its memory, until
+        its final CQE; with none queued it leaves the table now."""
         op.task = None
-        if not self._unqueue(op):
+        if op.position < 0:
+            if self._ops.get(op.ud) is op:
+                del self._ops[op.ud]
+            self._finish(op)
+        elif not self._unqueue(op):
             self._cancel_in_kernel(op)
 
     def _unqueue(self, op: Op) -> bool:
